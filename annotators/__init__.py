@@ -1,0 +1,1 @@
+"""Annotators: who writes prompts, band guides and reflections (scene oracle, teacher MLLMs)."""

@@ -1,0 +1,118 @@
+"""`twig`: the command line (dataset, validate, tasks, schema)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import STAGES, ConfigError, load_config
+
+log = logging.getLogger("twig")
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    from pipeline.driver import build
+
+    config = load_config(args.config, args.set, limit=args.limit, until=args.until,
+                         run__out=args.out, run__engine=args.engine, run__workers=args.workers)
+    if args.no_progress:
+        config.run.progress = False
+    build(config)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from sharding.validate import validate_dataset
+
+    report = validate_dataset(Path(args.dir), check_images=not args.fast)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from sharding.stats import read_records
+    from sharding.tasks import count_tasks, iter_instances
+
+    root = Path(args.dir)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{root} has no readable manifest.json ({e})") from None
+    records = read_records(root, [s["path"] for s in manifest["shards"]])
+    counts = count_tasks(records)
+    for name, n in counts.items():
+        print(f"{name:12s} {n}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            for inst in iter_instances(records):
+                f.write(json.dumps(inst, ensure_ascii=False) + "\n")
+        print(f"wrote {counts.get('total', 0)} task instances to {args.out}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from schemas import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twig", description="Build, check and use TwiG datasets.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dataset", help="build a dataset (resumes where a previous run stopped)")
+    d.add_argument("--config", "-c", help="YAML or TOML config file")
+    d.add_argument("--out", "-o", help="output folder (default from config: data/twig-synthetic)")
+    d.add_argument("--limit", type=int, help="build only the first N inputs")
+    d.add_argument("--until", choices=STAGES, help="stop after this stage and shard what there is")
+    d.add_argument("--engine", help="local (default)")
+    d.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set segment.mode=adaptive")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(fn=_dataset)
+
+    v = sub.add_parser("validate", help="check a dataset folder against its manifest and the schema")
+    v.add_argument("dir")
+    v.add_argument("--fast", action="store_true", help="skip decoding images")
+    v.set_defaults(fn=_validate)
+
+    t = sub.add_parser("tasks", help="expand trajectories into SFT task instances")
+    t.add_argument("dir")
+    t.add_argument("--out", help="write the instances as JSON lines to this file")
+    t.set_defaults(fn=_tasks)
+
+    s = sub.add_parser("schema", help="print the twig/v1 JSON Schema")
+    s.add_argument("--out")
+    s.set_defaults(fn=_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="twig: %(message)s", stream=sys.stderr)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"twig: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("twig: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"twig: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The pipeline config: one YAML or TOML file plus `--set a.b=value` overrides, validated up front.
+
+`dataset_section()` is what determines the output bytes (echoed into the manifest and digested);
+the `run` section (output folder, engine, workers) only says where and how to run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STAGES = ("prepare", "caption", "segment", "guide", "reflect", "filter")
+DEFAULT_CATEGORIES = ["color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "complex"]
+
+
+class ConfigError(ValueError):
+    """A config mistake, reported to the user without a stack trace."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    kind: Literal["synthetic", "folder", "webdataset"] = "synthetic"
+    count: int = Field(1500, ge=1, description="synthetic: how many scenes to draw")
+    defect_rate: float = Field(0.25, ge=0.0, le=1.0, description="synthetic: share with one defect")
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    path: str | None = Field(None, description="folder: the image folder (searched recursively)")
+    urls: list[str] = Field(default_factory=list, description="webdataset: tar paths or fsspec URLs")
+    license: str | None = None
+
+
+class ImageConfig(_Section):
+    size: int = Field(384, ge=16)
+    grid: int = Field(24, ge=1, description="token rows and columns of the image tokenizer")
+    quality: int = Field(90, ge=1, le=100)
+    resize: Literal["center_crop", "pad"] = "center_crop"
+    min_side: int = Field(64, ge=1)
+    max_aspect: float = Field(4.0, ge=1.0)
+    max_pixels: int = Field(64_000_000, ge=1)
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _grid_divides(self) -> ImageConfig:
+        if self.size % self.grid:
+            raise ValueError(f"image.size {self.size} must be a multiple of image.grid {self.grid}")
+        return self
+
+
+class SegmentConfig(_Section):
+    bands: int = Field(3, ge=1)
+    mode: Literal["uniform", "adaptive"] = "uniform"
+    max_shift_rows: int = Field(2, ge=0)
+    min_rows: int = Field(2, ge=1)
+
+
+class AnnotateConfig(_Section):
+    caption: Literal["scene", "sidecar"] = "scene"
+    guide: Literal["scene"] = "scene"
+    reflect: Literal["scene"] = "scene"
+    theta: int = Field(90, ge=0, le=100, description="a band scoring <= theta is regenerated")
+
+
+class FilterConfig(_Section):
+    min_guide_chars: int = Field(8, ge=0)
+    max_guide_chars: int = Field(600, ge=1)
+    max_prompt_chars: int = Field(500, ge=1)
+    score_range: tuple[int, int] = (0, 100)
+    dedup_prompts: bool = True
+    near_dup_hamming: int | None = Field(2, ge=0, le=7)
+
+
+class ShardConfig(_Section):
+    max_records: int = Field(200, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+
+
+class CardConfig(_Section):
+    license: str = "cc-by-4.0"
+    pretty_name: str = "TwiG synthetic compositional scenes"
+
+
+class RunConfig(_Section):
+    out: str = "data/twig-synthetic"
+    engine: Literal["local"] = "local"
+    workers: int | None = Field(None, ge=1)
+    progress: bool = True
+
+
+class PipelineConfig(_Section):
+    version: Literal[1] = 1
+    seed: int = 0
+    limit: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    until: Literal["prepare", "caption", "segment", "guide", "reflect", "filter"] = "filter"
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        if self.segment.bands > self.image.grid:
+            raise ValueError(f"segment.bands {self.segment.bands} > image.grid {self.image.grid} rows")
+        unknown = set(self.source.categories) - set(DEFAULT_CATEGORIES)
+        if unknown:
+            raise ValueError(f"source.categories: unknown {sorted(unknown)}; known {DEFAULT_CATEGORIES}")
+        lo, hi = self.filter.score_range
+        if not 0 <= lo <= hi <= 100:
+            raise ValueError(f"filter.score_range {lo, hi} must satisfy 0 <= lo <= hi <= 100")
+        past = STAGES.index(self.until)
+        if self.source.kind != "synthetic":
+            if self.annotate.caption == "scene" and past >= STAGES.index("caption"):
+                raise ValueError(
+                    f"source.kind {self.source.kind!r} has no scene graph: set annotate.caption="
+                    "sidecar (prompts from .txt/.json files) or stop earlier with --until prepare")
+            if past >= STAGES.index("guide"):
+                raise ValueError(
+                    f"real images ({self.source.kind}) need a teacher to write guides and "
+                    "reflections, which this build does not have yet; stop with --until prepare, "
+                    "caption or segment")
+            if self.source.kind == "folder" and not self.source.path:
+                raise ValueError("source.path is required for source.kind=folder")
+            if self.source.kind == "webdataset" and not self.source.urls:
+                raise ValueError("source.urls is required for source.kind=webdataset")
+        return self
+
+    def dataset_section(self) -> dict[str, Any]:
+        """The part of the config that determines the output (no paths, engine or workers)."""
+        return self.model_dump(mode="json", exclude={"run"})
+
+    def digest(self) -> str:
+        blob = json.dumps(self.dataset_section(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def workers(self) -> int:
+        return self.run.workers or max(1, len(os.sched_getaffinity(0)))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set has an empty key: {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                **fields: Any) -> PipelineConfig:
+    """Read, override and validate a config; every mistake becomes one clear ConfigError."""
+    data = _read_file(Path(path)) if path else {}
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    for dotted, value in fields.items():
+        if value is not None:
+            _apply_override(data, f"{dotted.replace('__', '.')}={json.dumps(value)}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "config"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"  {loc}: {msg}")
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,72 @@
+"""Build a dataset: plan, skip finished units, run the rest on the chosen engine, finalize."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import ConfigError, PipelineConfig
+from pipeline.engines import get_engine
+from pipeline.finalize import finalize, up_to_date
+from pipeline.plan import Unit, make_plan
+from pipeline.runner import UnitRunner
+from pipeline.sources import make_source
+
+log = logging.getLogger("twig")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict | None
+    units: int
+    ran: int
+    seconds: float
+    up_to_date: bool
+
+
+def plan_for(config: PipelineConfig) -> list[Unit]:
+    items = make_source(config).items()
+    if config.limit is not None:
+        items = items[: config.limit]
+    if not items:
+        raise ConfigError("the source has no inputs")
+    return make_plan(items, config.digest(), config.shard.max_records)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create output folder {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {out} is not writable")
+
+
+def build(config: PipelineConfig) -> BuildResult:
+    t0 = time.perf_counter()
+    out = Path(config.run.out)
+    _check_writable(out)
+    units = plan_for(config)
+    total = sum(len(u.items) for u in units)
+    if up_to_date(out, units):
+        log.info("%s is up to date (%d inputs in %d units): nothing to do", out, total, len(units))
+        import json
+
+        manifest = json.loads((out / "manifest.json").read_text())
+        return BuildResult(out, manifest, len(units), 0, time.perf_counter() - t0, True)
+    runner = UnitRunner(config, out)
+    pending = [u for u in units if not runner.is_done(u)]
+    log.info("%d inputs in %d units (%d already done); engine %s, %d workers", total, len(units),
+             len(units) - len(pending), config.run.engine, config.workers())
+    get_engine(config.run.engine)(runner, pending, config.workers(), config.run.progress)
+    manifest = finalize(runner, units)
+    dt = time.perf_counter() - t0
+    c = manifest["counts"]
+    log.info("wrote %d trajectories (%d train, %d val), %d rejected, %d task instances to %s in %.1fs",
+             c["written"], manifest["splits"]["train"]["records"], manifest["splits"]["val"]["records"],
+             c["rejected"], c["tasks"], out, dt)
+    return BuildResult(out, manifest, len(units), len(pending), dt, False)

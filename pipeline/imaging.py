@@ -1,0 +1,95 @@
+"""Image decoding that survives hostile files, orientation, mode normalisation, resizing, pHash."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.record import Reject
+
+
+def open_checked(raw: bytes, *, max_pixels: int, min_side: int, max_aspect: float,
+                 target: int | None = None) -> Image.Image:
+    """Decode bytes into an oriented image in RGB, or raise Reject with the reason."""
+    if not raw:
+        raise Reject("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise Reject(f"too many pixels ({w}x{h} > {max_pixels}): possible decompression bomb")
+            if min(w, h) < min_side:
+                raise Reject(f"too small ({w}x{h}, min side {min_side})")
+            if max(w, h) / min(w, h) > max_aspect:
+                raise Reject(f"aspect ratio too extreme ({w}x{h} > {max_aspect}:1)")
+            if target and img.format == "JPEG":
+                img.draft(None, (target, target))  # DCT-domain downscale, orientation-neutral
+            img.load()
+    except Reject:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise Reject(f"decompression bomb refused: {e}") from None
+    except UnidentifiedImageError:
+        raise Reject("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise Reject(f"cannot decode image: {e}") from None
+    with contextlib.suppress(Exception):  # a broken EXIF block should not lose a good image
+        img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB with alpha composited on white, 16-bit scaled (not clipped), CMYK converted."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def fit(img: Image.Image, size: int, mode: str) -> Image.Image:
+    """Resize to size x size: center crop (default) or pad with white."""
+    if img.size == (size, size):
+        return img
+    if mode == "pad":
+        return ImageOps.pad(img, (size, size), Image.Resampling.BICUBIC, color=(255, 255, 255))
+    return ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def encode_jpeg(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality, subsampling=2, optimize=False, progressive=False)
+    return buf.getvalue()
+
+
+_N = 32
+_DCT = np.cos(np.pi / _N * (np.arange(_N)[:, None]) * (np.arange(_N)[None, :] + 0.5))
+
+
+def phash(img: Image.Image) -> int:
+    """64-bit perceptual hash: DCT of a 32x32 gray thumbnail, 8x8 low frequencies vs their median."""
+    gray = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.BILINEAR), np.float64)
+    low = (_DCT @ gray @ _DCT.T)[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()

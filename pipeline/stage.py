@@ -1,0 +1,46 @@
+"""The stage interface: a named step over `Sample`s that declares its resources.
+
+A stage is a plain function `Sample -> Sample` (wrapped by `FunctionStage`) or a small class with
+`setup()` for one-time work (load a model, open a client) and `__call__` for per-record work.
+It raises `Reject` to drop a record. Engines schedule stages; they never hold stage logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.record import Reject, Sample
+
+__all__ = ["FunctionStage", "Reject", "Resources", "Stage"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one instance of a stage needs from the engine that schedules it."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    concurrency: int | None = None  # at most this many instances at once (e.g. an API budget)
+
+
+class Stage:
+    name: str = "stage"
+    resources: Resources = Resources()
+
+    def setup(self) -> None:
+        """One-time work before the first record (per worker)."""
+
+    def __call__(self, sample: Sample) -> Sample:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FunctionStage(Stage):
+    """A plain function used as a stage."""
+
+    def __init__(self, name: str, fn: Callable[[Sample], Sample],
+                 resources: Resources = Resources()) -> None:
+        self.name, self.fn, self.resources = name, fn, resources
+
+    def __call__(self, sample: Sample) -> Sample:
+        return self.fn(sample)

@@ -1,0 +1,1 @@
+"""Writing and describing datasets: deterministic tar shards, manifest, stats, card, task expansion."""

@@ -1,0 +1,125 @@
+"""The dataset card (`README.md`): Hub YAML whose `configs` make `load_dataset(dir)` work, and a
+readable account of what the dataset holds and how it was built."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "1M<n<10M"
+
+
+def card_features() -> list[dict]:
+    """`dataset_info.features` for the card, derived from the twig/v1 arrow schema, so that
+    `load_dataset` reads every record with the declared types instead of guessing from 5 samples."""
+    import datasets
+    import pyarrow as pa
+
+    from schemas import arrow_schema
+
+    record = pa.struct(list(arrow_schema()))
+    features = datasets.Features({
+        "__key__": datasets.Value("string"),
+        "__url__": datasets.Value("string"),
+        "jpg": datasets.Image(),
+        "json": datasets.Features.from_arrow_schema(pa.schema([pa.field("json", record)]))["json"],
+    })
+    return features._to_yaml_list()
+
+
+def card_yaml(manifest: dict, license_: str, pretty_name: str) -> dict:
+    data_files = [{"split": split, "path": f"shards/{split}-*.tar"}
+                  for split in ("train", "val") if manifest["splits"][split]["shards"]]
+    return {
+        "license": license_,
+        "pretty_name": pretty_name,
+        "task_categories": ["text-to-image", "image-to-text"],
+        "language": ["en"],
+        "tags": ["twig", "thinking-while-generating", "interleaved-reasoning", "webdataset"],
+        "size_categories": [size_category(manifest["counts"]["written"])],
+        "configs": [{"config_name": "default", "data_files": data_files}],
+        "dataset_info": {"features": card_features()},
+    }
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) -> str:
+    meta = yaml.safe_dump(card_yaml(manifest, license_, pretty_name), sort_keys=False)
+    cfg = manifest["config"]
+    counts = manifest["counts"]
+    tasks = stats["tasks"]
+    k = cfg["segment"]["bands"]
+    task_rows = [(f"{fam}_{i}", tasks.get(f"{fam}_{i}", 0)) for fam in ("think", "reflect", "generate")
+                 for i in range(1, k + 1)]
+    reason_rows = sorted(stats["rejected"]["by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+    bands = stats["bands"]
+    teacher = sorted({f"{role}: {info.get('backend')}/{info.get('model')}"
+                      for role, info in manifest.get("teacher", {}).items()})
+    parts = [
+        f"---\n{meta}---\n",
+        f"# {pretty_name}\n",
+        "Training data for **Thinking-while-Generating** (TwiG, arXiv 2511.16671): an autoregressive "
+        f"image model draws a {cfg['image']['grid']}x{cfg['image']['grid']} token grid in {k} bands "
+        "of token rows, writes a short *guide* before each band and a *reflection* (a 0-100 score on "
+        "five criteria, a critique and a revised guide) after it. Each record is one trajectory; it "
+        "expands into think/reflect/generate task instances for supervised fine-tuning.\n",
+        "## Contents\n",
+        _table([("train", manifest["splits"]["train"]["records"], len(manifest["splits"]["train"]["shards"])),
+                ("val", manifest["splits"]["val"]["records"], len(manifest["splits"]["val"]["shards"]))],
+               ("split", "trajectories", "shards")) + "\n",
+        f"Images are {cfg['image']['size']}x{cfg['image']['size']} JPEG (quality {cfg['image']['quality']}). "
+        f"Schema `{manifest['schema']}`; shards are WebDataset tars holding `<key>.jpg` and `<key>.json`.\n",
+        "### Task instances\n",
+        _table(task_rows + [("total", tasks.get("total", 0))], ("task", "instances")) + "\n",
+        "A band whose reflection rejects it is a reflection example but not a generation target, so "
+        "generate counts can be lower than think counts.\n",
+        "### Bands and reflections\n",
+        f"- bands reflected: {bands['reflected']}; flagged for regeneration (score <= theta="
+        f"{cfg['annotate']['theta']}): {bands['flagged']}\n"
+        f"- mean score: {bands['mean_score']}; mean guide length: {bands['mean_guide_chars']} characters\n",
+        "## How it was built\n",
+        f"- source: `{cfg['source']['kind']}`"
+        + (f" ({cfg['source']['count']} scenes, seed {cfg['seed']}, defect rate {cfg['source']['defect_rate']})"
+           if cfg["source"]["kind"] == "synthetic" else "") + "\n"
+        f"- stages: {' -> '.join(manifest['stages'])} -> shard\n"
+        f"- segmentation: {cfg['segment']['mode']}, {k} bands\n"
+        f"- annotators: {', '.join(teacher) if teacher else 'none'}\n"
+        f"- filters: guide length {cfg['filter']['min_guide_chars']}..{cfg['filter']['max_guide_chars']} "
+        f"chars, prompt <= {cfg['filter']['max_prompt_chars']} chars, score range "
+        f"{cfg['filter']['score_range']}, exact-duplicate prompts "
+        f"{'dropped' if cfg['filter']['dedup_prompts'] else 'kept'}, near-duplicate images "
+        + (f"(pHash Hamming <= {cfg['filter']['near_dup_hamming']}) dropped"
+           if cfg["filter"]["near_dup_hamming"] is not None else "kept") + "\n"
+        f"- config digest: `{manifest['config_digest']}` (the full config is in `manifest.json`)\n",
+        "### Funnel\n",
+        _table([("read", counts["read"]), ("rejected", counts["rejected"]), ("written", counts["written"])],
+               ("step", "records")) + "\n",
+    ]
+    if reason_rows:
+        parts += ["Reject reasons (one line per input in `rejects/*.jsonl`):\n",
+                  _table(reason_rows, ("stage: reason", "count")) + "\n"]
+    if stats["teacher"]["usage"]:
+        parts += ["Teacher usage: " + ", ".join(
+            f"{role} {u['calls']} calls, {u['prompt_tokens'] + u['completion_tokens']} tokens"
+            for role, u in stats["teacher"]["usage"].items()) +
+            f"; cost ${stats['teacher']['cost_usd']:.2f}.\n"]
+    parts += [
+        "## Loading\n",
+        "```python\nimport datasets\nds = datasets.load_dataset(\"<this folder or repo>\")\n"
+        "rec = ds[\"train\"][0][\"json\"]  # the twig/v1 record; ds['train'][0]['jpg'] is the image\n\n"
+        "import webdataset as wds\nfor s in wds.WebDataset(\"shards/train-{00000..00001}.tar\").decode(\"pil\"):\n"
+        "    image, record = s[\"jpg\"], s[\"json\"]\n```\n",
+        "`twig validate <folder>` checks every record, image and checksum; `twig tasks <folder>` "
+        "expands the trajectories into task instances.\n",
+    ]
+    return "\n".join(parts)
