@@ -91,7 +91,7 @@ def band_guides(spec: SceneSpec, bands: list[Band], seed: str) -> list[str]:
             parts.append(rng.choice(["", "Open with "]) + f"{sky}{extra}")
             said_sky = True
         if y0 <= spec.horizon < y1 and not said_ground:
-            parts.append(rng.choice([f"the {ground} begins below the horizon",
+            parts.append(rng.choice([f"below the horizon lies {ground}",
                                      f"a straight horizon gives way to {ground}",
                                      f"{ground} stretches across below it"]))
             said_ground = True
@@ -105,7 +105,7 @@ def band_guides(spec: SceneSpec, bands: list[Band], seed: str) -> list[str]:
                                      f"the lower part of the {full_noun(o)} {where(o, spec.size)}"]))
         for o in sorted(new, key=lambda x: (x.box[0], x.id)):
             noun = full_noun(o)
-            cut = " (its top part)" if o.box[3] > y1 + 8 else ""
+            cut = " (its upper part so far)" if o.box[3] > y1 + 8 else ""
             rel = _relation_phrase(spec, o, introduced)
             introduced.add(o.id)
             verb = rng.choice(["sits", "appears", "stands", "is drawn"])
