@@ -47,6 +47,8 @@ def open_checked(raw: bytes, *, max_pixels: int, min_side: int, max_aspect: floa
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB with alpha composited on white, 16-bit scaled (not clipped), CMYK converted."""
     mode = img.mode
+    if mode in ("RGB", "L", "P") and "transparency" in img.info:  # PNG tRNS: a colour key is alpha
+        img, mode = img.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -54,9 +56,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        mode = img.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -70,7 +69,7 @@ def fit(img: Image.Image, size: int, mode: str) -> Image.Image:
         return img
     if mode == "pad":
         return ImageOps.pad(img, (size, size), Image.Resampling.BICUBIC, color=(255, 255, 255))
-    return ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
 
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:

@@ -33,15 +33,19 @@ class FolderSource(Source):
 
     def load(self, item: WorkItem) -> Sample:
         path = self.root / item.ref
-        size = path.stat().st_size
-        if size > self.config.image.max_file_bytes:
-            raise Reject(f"file too large ({size} bytes > {self.config.image.max_file_bytes})")
-        meta: dict = {}
-        for ext in (".json", ".txt"):
-            side = path.with_suffix(ext)
-            if side.is_file():
-                meta = {**parse_sidecar(side.name, side.read_bytes()), **meta}
-        return Sample(key=item.key, split=item.split, raw=path.read_bytes(),
+        try:  # the file may have gone, or become unreadable, since the plan listed it
+            size = path.stat().st_size
+            if size > self.config.image.max_file_bytes:
+                raise Reject(f"file too large ({size} bytes > {self.config.image.max_file_bytes})")
+            meta: dict = {}
+            for ext in (".json", ".txt"):
+                side = path.with_suffix(ext)
+                if side.is_file():
+                    meta = {**parse_sidecar(side.name, side.read_bytes()), **meta}
+            raw = path.read_bytes()
+        except OSError as e:
+            raise Reject(f"cannot read file: {e.strerror or e}") from None
+        return Sample(key=item.key, split=item.split, raw=raw,
                       prompt=meta.get("prompt"), category=meta.get("category"),
                       source=SourceInfo(kind="folder", uri=item.uri,
                                         license=meta.get("license") or self.config.source.license))

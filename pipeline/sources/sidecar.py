@@ -13,7 +13,7 @@ def parse_sidecar(name: str, data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise Reject(f"sidecar {name} is not valid UTF-8") from None
-    if name.endswith(".txt"):
+    if name.lower().endswith(".txt"):
         prompt = " ".join(text.split())
         return {"prompt": prompt} if prompt else {}
     try:

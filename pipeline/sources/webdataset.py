@@ -46,6 +46,8 @@ class WebDatasetSource(Source):
         try:
             with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for info in tar:
+                    if info.isdir():  # ordinary in tars; nothing is extracted, so harmless
+                        continue
                     why = _unsafe(info.name)
                     if why is None and not info.isreg():
                         why = f"not a regular file ({'link' if info.issym() or info.islnk() else 'special'})"

@@ -7,7 +7,15 @@ import json
 import pyarrow as pa
 import pytest
 
-from schemas import SchemaError, TwigRecord, arrow_schema, dump_record, json_schema, load_record, region_problems
+from schemas import (
+    SchemaError,
+    TwigRecord,
+    arrow_schema,
+    dump_record,
+    json_schema,
+    load_record,
+    region_problems,
+)
 from tests.conftest import REPO
 
 
