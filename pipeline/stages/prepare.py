@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from PIL import Image
+
 from pipeline.config import ImageConfig
 from pipeline.imaging import encode_jpeg, fit, open_checked, phash
 from pipeline.record import Reject, Sample
@@ -15,6 +17,11 @@ class PrepareStage(Stage):
 
     def __init__(self, cfg: ImageConfig) -> None:
         self.cfg = cfg
+
+    def setup(self) -> None:
+        # Pillow's own bomb guard follows our limit (it refuses past twice MAX_IMAGE_PIXELS at open;
+        # open_checked refuses past max_pixels from the header, before decoding).
+        Image.MAX_IMAGE_PIXELS = self.cfg.max_pixels
 
     def __call__(self, sample: Sample) -> Sample:
         c = self.cfg
