@@ -79,7 +79,7 @@ class FilterConfig(_Section):
 
 
 class ShardConfig(_Section):
-    max_records: int = Field(200, ge=1)
+    max_records: int = Field(100, ge=1)
     max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
 

@@ -84,7 +84,8 @@ _DCT = np.cos(np.pi / _N * (np.arange(_N)[:, None]) * (np.arange(_N)[None, :] + 
 
 def phash(img: Image.Image) -> int:
     """64-bit perceptual hash: DCT of a 32x32 gray thumbnail, 8x8 low frequencies vs their median."""
-    gray = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.BILINEAR), np.float64)
+    small = img.resize((_N, _N), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    gray = np.asarray(small.convert("L"), np.float64)
     low = (_DCT @ gray @ _DCT.T)[:8, :8].ravel()
     bits = low > np.median(low[1:])
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

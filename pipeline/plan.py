@@ -30,11 +30,15 @@ class Unit:
 
 
 def make_plan(items: list[WorkItem], config_digest: str, max_records: int) -> list[Unit]:
+    """Per split, the fewest units of at most `max_records` inputs, of near-equal size (so workers
+    finish together), in input order."""
     units: list[Unit] = []
     for split in ("train", "val"):
         mine = [it for it in items if it.split == split]
-        for n, start in enumerate(range(0, len(mine), max_records)):
-            chunk = tuple(mine[start:start + max_records])
+        count = -(-len(mine) // max_records)
+        bounds = [round(i * len(mine) / count) for i in range(count + 1)] if count else [0]
+        for n in range(count):
+            chunk = tuple(mine[bounds[n]:bounds[n + 1]])
             ident = json.dumps([config_digest, [(it.key, it.uri) for it in chunk]])
             digest = hashlib.sha256(ident.encode()).hexdigest()
             units.append(Unit(f"{split}-{n:05d}", split, chunk, digest))

@@ -12,7 +12,6 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = "twig/v1"
@@ -237,8 +236,10 @@ def region_problems(record: TwigRecord, *, complete: bool = True) -> list[str]:
 # ---------------------------------------------------------------- pyarrow schema, derived
 
 
-def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
+def _arrow_type(annotation: Any) -> tuple[Any, bool]:
     """(arrow type, nullable) of a pydantic field annotation."""
+    import pyarrow as pa  # imported here: workers that only validate records skip its start-up
+
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _arrow_type(typing.get_args(annotation)[0])
@@ -261,7 +262,9 @@ def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
     raise TypeError(f"cannot map {annotation!r} to arrow")
 
 
-def _arrow_fields(model: type[BaseModel]) -> list[pa.Field]:
+def _arrow_fields(model: type[BaseModel]) -> list:
+    import pyarrow as pa
+
     fields = []
     for name, info in model.model_fields.items():
         typ, nullable = _arrow_type(info.annotation)
@@ -269,8 +272,10 @@ def _arrow_fields(model: type[BaseModel]) -> list[pa.Field]:
     return fields
 
 
-def arrow_schema() -> pa.Schema:
+def arrow_schema():
     """pyarrow schema of a `twig/v1` record, derived from the pydantic definition."""
+    import pyarrow as pa
+
     return pa.schema(_arrow_fields(TwigRecord))
 
 

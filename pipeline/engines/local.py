@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 
 from tqdm import tqdm
 
@@ -40,7 +39,8 @@ def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: boo
         ctx = mp.get_context("spawn")
         counter = ctx.Value("q", 0)
         with ctx.Pool(min(workers, len(units)), initializer=_init, initargs=(runner, counter)) as pool:
-            pending = [pool.apply_async(_run, (u,)) for u in units]
+            order = sorted(units, key=lambda u: -len(u.items))  # largest first: workers end together
+            pending = [pool.apply_async(_run, (u,)) for u in order]
             seen = 0
             while True:
                 done = all(p.ready() for p in pending)
@@ -52,7 +52,7 @@ def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: boo
                         p.get()
                 if done:
                     break
-                time.sleep(0.2)
+                next(p for p in pending if not p.ready()).wait(0.2)
             return [p.get() for p in pending]
     finally:
         bar.close()
