@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -54,8 +55,6 @@ def build(config: PipelineConfig) -> BuildResult:
     total = sum(len(u.items) for u in units)
     if up_to_date(out, units):
         log.info("%s is up to date (%d inputs in %d units): nothing to do", out, total, len(units))
-        import json
-
         manifest = json.loads((out / "manifest.json").read_text())
         return BuildResult(out, manifest, len(units), 0, time.perf_counter() - t0, True)
     runner = UnitRunner(config, out)

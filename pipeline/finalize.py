@@ -43,9 +43,8 @@ def _apply_drops(runner: UnitRunner, unit: Unit, marker: dict, drops: dict[str, 
     shards = write_unit_shards(root, unit.id, unit.split, samples, runner.config.shard.max_bytes)
     rows = [json.loads(x) for x in (root / "rejects" / f"{unit.id}.jsonl").read_text().splitlines() if x]
     rows = [r for r in rows if r["reason"].split(" ", 1)[0] not in ("duplicate_prompt", "near_duplicate_image")]
-    uri = {r["key"]: r["uri"] for r in marker["records"]}
-    rows += [reject_row(k, uri[k], unit.split, "filter", reason) for k, reason in sorted(
-        drops.items(), key=lambda kv: [r["key"] for r in marker["records"]].index(kv[0]))]
+    rows += [reject_row(r["key"], r["uri"], unit.split, "filter", drops[r["key"]])
+             for r in marker["records"] if r["key"] in drops]
     write_jsonl(root / "rejects" / f"{unit.id}.jsonl", rows)
     marker = {**marker, "shards": [s.as_dict() for s in shards], "rejects": len(rows),
               "dropped": sorted(drops)}
@@ -89,10 +88,8 @@ def finalize(runner: UnitRunner, units: list[Unit]) -> dict:
     read = sum(len(u.items) for u in units)
     stats = build_stats(records, rejects, read)
     stages = list(STAGES[: STAGES.index(config.until) + 1])
-    teacher: dict[str, dict] = {}
-    for rec in records[:1]:
-        teacher = {role: {k: v for k, v in info.items() if k != "usage"}
-                   for role, info in rec.teacher.model_dump().items() if info}
+    roles = records[0].teacher.model_dump(exclude={"__all__": {"usage"}}) if records else {}
+    teacher = {role: info for role, info in roles.items() if info}
     manifest = {
         "schema": SCHEMA_VERSION,
         "format": "webdataset",

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sharding.atomic import tmp_name
+from sharding.atomic import write_bytes
 
 FIXED_MTIME = 946684800  # 2000-01-01: no wall-clock time in any member header
 
@@ -49,15 +48,6 @@ def tar_bytes(samples: list[dict[str, bytes | str]]) -> bytes:
     return buf.getvalue()
 
 
-def _commit(path: Path, data: bytes) -> None:
-    tmp = tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_unit_shards(root: Path, unit_id: str, split: str, samples: list[dict],
                       max_bytes: int) -> list[ShardFile]:
     """Write a unit's samples as one or more shards under root/shards; return what was written."""
@@ -71,12 +61,11 @@ def write_unit_shards(root: Path, unit_id: str, split: str, samples: list[dict],
         parts[-1].append(s)
         size += n
     out = []
-    (root / "shards").mkdir(parents=True, exist_ok=True)
     for p, members in enumerate(parts):
         if not members:  # a unit whose inputs were all rejected writes no shard
             continue
         name = f"shards/{unit_id}.tar" if p == 0 else f"shards/{unit_id}_{p}.tar"
         data = tar_bytes(members)
-        _commit(root / name, data)
+        write_bytes(root / name, data)
         out.append(ShardFile(name, split, len(members), len(data), hashlib.sha256(data).hexdigest()))
     return out

@@ -305,7 +305,7 @@ def _with_defect(rng: random.Random, spec: SceneSpec) -> SceneSpec:
     elif kind == "extra_object":
         target = rng.choice(drawn)
         layout = _Layout(rng, spec.size)
-        layout.boxes = [o.box for o in drawn] + [b for _, b in spec.decor if _ != "star"]
+        layout.boxes = [o.box for o in drawn] + [b for kind, b in spec.decor if kind != "star"]
         w = target.box[2] - target.box[0]
         try:
             box = layout.place(w, w, (0.1, 0.9), (spec.horizon / spec.size, 0.86), pad=8)

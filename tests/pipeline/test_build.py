@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.driver import build
+from sharding.reader import iter_samples
 from sharding.validate import validate_dataset
 from tests.conftest import REPO, TWIG
 
@@ -182,8 +183,7 @@ def test_limit_and_until_prepare(tmp_path, small_config):
     m = result.manifest
     assert m["counts"]["read"] == 20 and not m["complete"] and m["stages"] == ["prepare"]
     assert validate_dataset(out).ok
-    rec = json.loads(next(iter(__import__("sharding.reader", fromlist=["x"]).iter_samples(
-        out / m["shards"][0]["path"])))["json"])
+    rec = json.loads(next(iter_samples(out / m["shards"][0]["path"]))["json"])
     assert rec["regions"] == [] and len(rec["image"]["sha256"]) == 64
 
 
