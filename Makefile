@@ -2,10 +2,14 @@
 PY     ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CONFIG ?= configs/default.yaml
-OUT    ?= data/twig-synthetic
+RECIPE ?= scene
+CONFIG ?= configs/$(RECIPE).yaml
+OUT    ?= $(if $(filter scene,$(RECIPE)),data/twig-synthetic,data/twig-$(RECIPE))
 LIMIT  ?=
 ENGINE ?=
+MODEL  ?=
+IMAGE_MODEL ?=
+SOURCE ?=
 ARGS   ?=
 
 .PHONY: setup dataset test lint bench schema clean
@@ -22,7 +26,10 @@ $(BIN)/twig: pyproject.toml constraints.txt
 setup: $(BIN)/twig
 
 dataset: setup
-	$(BIN)/twig dataset --config $(CONFIG) --out $(OUT) $(if $(LIMIT),--limit $(LIMIT)) $(if $(ENGINE),--engine $(ENGINE)) $(ARGS)
+	$(BIN)/twig dataset --config $(CONFIG) --out $(OUT) $(if $(LIMIT),--limit $(LIMIT)) \
+	  $(if $(ENGINE),--engine $(ENGINE)) $(if $(MODEL),--model $(MODEL)) \
+	  $(if $(IMAGE_MODEL),--set teacher.image.model=$(IMAGE_MODEL)) \
+	  $(if $(SOURCE),--set source.path=$(SOURCE)) $(ARGS)
 	$(BIN)/twig validate $(OUT)
 
 test: setup
@@ -33,9 +40,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/pipeline_throughput.py
+	$(BIN)/python bench/teacher_throughput.py
 
 schema: setup
 	$(BIN)/twig schema --out schemas/twig_v1.schema.json
 
 clean:
-	rm -rf data/twig-synthetic .pytest_cache
+	rm -rf data/twig-synthetic data/twig-prompt-first data/twig-image-first .pytest_cache

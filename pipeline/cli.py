@@ -16,7 +16,10 @@ log = logging.getLogger("twig")
 def _dataset(args: argparse.Namespace) -> int:
     from pipeline.driver import build
 
-    config = load_config(args.config, args.set, limit=args.limit, until=args.until,
+    path = args.config
+    if path is None and args.recipe:
+        path = Path(__file__).resolve().parent.parent / "configs" / f"{args.recipe}.yaml"
+    config = load_config(path, args.set, limit=args.limit, until=args.until, teacher__model=args.model,
                          run__out=args.out, run__engine=args.engine, run__workers=args.workers)
     if args.no_progress:
         config.run.progress = False
@@ -74,11 +77,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", "-o", help="output folder (default from config: data/twig-synthetic)")
     d.add_argument("--limit", type=int, help="build only the first N inputs")
     d.add_argument("--until", choices=STAGES, help="stop after this stage and shard what there is")
+    d.add_argument("--recipe", choices=["scene", "prompt-first", "image-first"],
+                   help="shorthand for the bundled configs/<recipe>.yaml when --config is not given")
+    d.add_argument("--model", help="the teacher's chat model (sets teacher.model)")
     d.add_argument("--engine", help="local (default)")
     d.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set segment.mode=adaptive")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     d.set_defaults(fn=_dataset)
 
     v = sub.add_parser("validate", help="check a dataset folder against its manifest and the schema")
@@ -111,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:
         print(f"twig: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except Exception as e:
+        if not getattr(e, "fatal", False):
+            raise
+        print(f"twig: error: {e}; finished work is kept, run again to resume", file=sys.stderr)
         return 1
 
 

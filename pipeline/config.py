@@ -16,7 +16,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("prepare", "caption", "segment", "guide", "reflect", "filter")
+from annotators.teacher.settings import Endpoint, TeacherConfig
+
+# Every stage name, for `--until`; each recipe runs a subsequence of them in its own order.
+STAGES = ("prepare", "caption", "segment", "guide", "draw", "reflect", "judge", "filter")
+RECIPES = {
+    # synthetic scenes annotated from their scene graphs, or real images annotated by a teacher
+    "image-first": ("prepare", "caption", "segment", "guide", "reflect", "judge", "filter"),
+    # TwiG-50K's recipe: band captions from the prompt, an image drawn from them, then reflection
+    "prompt-first": ("segment", "guide", "draw", "prepare", "reflect", "judge", "filter"),
+}
 DEFAULT_CATEGORIES = ["color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "complex"]
 
 
@@ -29,12 +38,15 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    kind: Literal["synthetic", "folder", "webdataset"] = "synthetic"
+    kind: Literal["synthetic", "folder", "webdataset", "prompts"] = "synthetic"
     count: int = Field(1500, ge=1, description="synthetic: how many scenes to draw")
     defect_rate: float = Field(0.25, ge=0.0, le=1.0, description="synthetic: share with one defect")
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
     path: str | None = Field(None, description="folder: the image folder (searched recursively)")
     urls: list[str] = Field(default_factory=list, description="webdataset: tar paths or fsspec URLs")
+    prompts: list[str] = Field(
+        default_factory=list, description="prompts: text files or glob patterns, one prompt per "
+        "line; the category is the file name without a _train/_val suffix")
     license: str | None = None
 
 
@@ -63,9 +75,13 @@ class SegmentConfig(_Section):
 
 
 class AnnotateConfig(_Section):
-    caption: Literal["scene", "sidecar"] = "scene"
-    guide: Literal["scene"] = "scene"
-    reflect: Literal["scene"] = "scene"
+    """Who writes each annotation: `scene` (the synthetic scene graph), `sidecar` (text files next
+    to the images), `teacher` (an MLLM), or `auto` (scene for synthetic inputs, else teacher)."""
+
+    caption: Literal["auto", "scene", "sidecar", "teacher"] = "auto"
+    guide: Literal["auto", "scene", "teacher"] = "auto"
+    reflect: Literal["auto", "scene", "teacher"] = "auto"
+    judge: Literal["none", "teacher"] = "none"
     theta: int = Field(90, ge=0, le=100, description="a band scoring <= theta is regenerated")
 
 
@@ -76,6 +92,7 @@ class FilterConfig(_Section):
     score_range: tuple[int, int] = (0, 100)
     dedup_prompts: bool = True
     near_dup_hamming: int | None = Field(2, ge=0, le=7)
+    min_judge_score: int = Field(0, ge=0, le=100, description="with annotate.judge=teacher")
 
 
 class ShardConfig(_Section):
@@ -93,6 +110,7 @@ class RunConfig(_Section):
     engine: Literal["local"] = "local"
     workers: int | None = Field(None, ge=1)
     progress: bool = True
+    cache: str | None = Field(None, description="teacher response cache (default: <out>/cache/teacher)")
 
 
 class PipelineConfig(_Section):
@@ -100,7 +118,7 @@ class PipelineConfig(_Section):
     seed: int = 0
     limit: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    until: Literal["prepare", "caption", "segment", "guide", "reflect", "filter"] = "filter"
+    until: Literal["prepare", "caption", "segment", "guide", "draw", "reflect", "judge", "filter"] = "filter"
     source: SourceConfig = Field(default_factory=SourceConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
@@ -108,45 +126,103 @@ class PipelineConfig(_Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    endpoints: dict[str, Endpoint] = Field(
+        default_factory=lambda: {"default": Endpoint()},
+        description="where the teacher roles send requests (not part of the dataset digest)")
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
+        src = self.source
         if self.segment.bands > self.image.grid:
             raise ValueError(f"segment.bands {self.segment.bands} > image.grid {self.image.grid} rows")
-        unknown = set(self.source.categories) - set(DEFAULT_CATEGORIES)
-        if unknown:
+        unknown = set(src.categories) - set(DEFAULT_CATEGORIES)
+        if src.kind == "synthetic" and unknown:
             raise ValueError(f"source.categories: unknown {sorted(unknown)}; known {DEFAULT_CATEGORIES}")
         lo, hi = self.filter.score_range
         if not 0 <= lo <= hi <= 100:
             raise ValueError(f"filter.score_range {lo, hi} must satisfy 0 <= lo <= hi <= 100")
-        past = STAGES.index(self.until)
-        if self.source.kind != "synthetic":
-            if self.annotate.caption == "scene" and past >= STAGES.index("caption"):
-                raise ValueError(
-                    f"source.kind {self.source.kind!r} has no scene graph: set annotate.caption="
-                    "sidecar (prompts from .txt/.json files) or stop earlier with --until prepare")
-            if past >= STAGES.index("guide"):
-                raise ValueError(
-                    f"real images ({self.source.kind}) need a teacher to write guides and "
-                    "reflections, which this build does not have yet; stop with --until prepare, "
-                    "caption or segment")
-            if self.source.kind == "folder" and not self.source.path:
-                raise ValueError("source.path is required for source.kind=folder")
-            if self.source.kind == "webdataset" and not self.source.urls:
-                raise ValueError("source.urls is required for source.kind=webdataset")
+        recipe = self.recipe()
+        if self.until not in self.stages_all():
+            raise ValueError(f"until={self.until!r} is not a stage of the {recipe} recipe "
+                             f"({', '.join(self.stages_all())})")
+        a = self.annotate_modes()
+        if src.kind != "synthetic" and "scene" in a.values():
+            role = next(r for r, m in a.items() if m == "scene")
+            raise ValueError(f"annotate.{role}=scene needs the synthetic source (it reads the scene "
+                             f"graph); {src.kind} inputs need annotate.{role}=teacher or sidecar")
+        if a["caption"] == "sidecar" and src.kind not in ("folder", "webdataset"):
+            raise ValueError("annotate.caption=sidecar needs source.kind folder or webdataset")
+        if src.kind == "folder" and not src.path:
+            raise ValueError("source.path is required for source.kind=folder")
+        if src.kind == "webdataset" and not src.urls:
+            raise ValueError("source.urls is required for source.kind=webdataset")
+        if src.kind == "prompts":
+            if not src.prompts:
+                raise ValueError("source.prompts is required for source.kind=prompts")
+            if self.segment.mode != "uniform":
+                raise ValueError("the prompt-first recipe fixes the bands before the image is drawn: "
+                                 "segment.mode must be uniform")
+        for role in self.teacher_roles():
+            name = self.teacher.image.endpoint if role == "image" else getattr(self.teacher, role).endpoint
+            if name not in self.endpoints:
+                raise ValueError(f"teacher.{role}.endpoint {name!r} is not in endpoints "
+                                 f"({', '.join(self.endpoints) or 'none'})")
+            if role != "image" and not (getattr(self.teacher, role).model or self.teacher.model):
+                raise ValueError(f"teacher.{role} needs a model: set teacher.model (MODEL=... with "
+                                 f"make) or teacher.{role}.model")
         return self
+
+    def recipe(self) -> str:
+        return "prompt-first" if self.source.kind == "prompts" else "image-first"
+
+    def stages_all(self) -> tuple[str, ...]:
+        """This recipe's stages in order (judge only when a judge is configured)."""
+        return tuple(s for s in RECIPES[self.recipe()]
+                     if s != "judge" or self.annotate.judge != "none" or self.until == "judge")
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run executes: the recipe's, up to `until`."""
+        names = self.stages_all()
+        return names[: names.index(self.until) + 1]
+
+    def annotate_modes(self) -> dict[str, str]:
+        """caption/guide/reflect modes with `auto` resolved."""
+        synthetic = self.source.kind == "synthetic"
+        out = {}
+        for role in ("caption", "guide", "reflect"):
+            mode = getattr(self.annotate, role)
+            out[role] = ("scene" if synthetic else "teacher") if mode == "auto" else mode
+        if self.source.kind == "prompts":
+            out["caption"] = "prompt"
+        return out
+
+    def teacher_roles(self) -> list[str]:
+        """The teacher roles this run calls (none for an offline run)."""
+        modes, stages = self.annotate_modes(), self.stages()
+        roles = [r for r in ("caption", "guide", "reflect") if r in stages and modes[r] == "teacher"]
+        if "draw" in stages:
+            roles.append("image")
+        if "judge" in stages and self.annotate.judge == "teacher":
+            roles.append("judge")
+        return roles
 
     def dataset_section(self) -> dict[str, Any]:
         """The part of the config that determines the output (no paths, engine or workers)."""
-        return self.model_dump(mode="json", exclude={"run"})
+        return self.model_dump(mode="json", exclude={"run", "endpoints"})
 
     def digest(self) -> str:
         blob = json.dumps(self.dataset_section(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def workers(self) -> int:
-        return self.run.workers or max(1, len(os.sched_getaffinity(0)))
+        """run.workers, else one per core; a teacher-bound run uses at least 4, since its client
+        is CPU-bound per process while it waits on the network."""
+        if self.run.workers:
+            return self.run.workers
+        cores = max(1, len(os.sched_getaffinity(0)))
+        return max(4, cores) if self.teacher_roles() else cores
 
 
 def _read_file(path: Path) -> dict[str, Any]:

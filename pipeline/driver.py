@@ -47,10 +47,25 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"output folder {out} is not writable")
 
 
+def check_teacher(config: PipelineConfig) -> None:
+    """Fail before any work when a teacher role has no model or its endpoint has no key."""
+    roles = config.teacher_roles()
+    if not roles:
+        return
+    from annotators.teacher import FatalTeacherError
+    from pipeline.stages import make_teacher
+
+    try:
+        make_teacher(config).check(roles)
+    except FatalTeacherError as e:
+        raise ConfigError(str(e)) from None
+
+
 def build(config: PipelineConfig) -> BuildResult:
     t0 = time.perf_counter()
     out = Path(config.run.out)
     _check_writable(out)
+    check_teacher(config)
     units = plan_for(config)
     total = sum(len(u.items) for u in units)
     if up_to_date(out, units):

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.config import STAGES, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.dedup import find_duplicates
 from pipeline.plan import Unit
 from pipeline.runner import UnitRunner, marker_path, reject_row
@@ -17,7 +17,7 @@ from schemas import SCHEMA_VERSION
 from sharding.atomic import write_bytes, write_json, write_jsonl
 from sharding.card import render_card
 from sharding.reader import iter_samples
-from sharding.stats import build_stats, read_records, read_rejects
+from sharding.stats import build_stats, read_records, read_rejects, teacher_totals
 from sharding.writer import write_unit_shards
 
 log = logging.getLogger("twig")
@@ -86,15 +86,15 @@ def finalize(runner: UnitRunner, units: list[Unit]) -> dict:
     records = read_records(root, [s["path"] for s in shard_list])
     rejects = read_rejects(root, [u.id for u in units])
     read = sum(len(u.items) for u in units)
-    stats = build_stats(records, rejects, read)
-    stages = list(STAGES[: STAGES.index(config.until) + 1])
+    stats = build_stats(records, rejects, read, teacher_totals([markers[u.id] for u in units]))
+    stages = list(config.stages())
     roles = records[0].teacher.model_dump(exclude={"__all__": {"usage"}}) if records else {}
     teacher = {role: info for role, info in roles.items() if info}
     manifest = {
         "schema": SCHEMA_VERSION,
         "format": "webdataset",
         "generator": f"twig-forge {__version__}",
-        "complete": config.until == STAGES[-1],
+        "complete": config.until == "filter",
         "until": config.until,
         "stages": stages,
         "config_digest": config.digest(),

@@ -93,3 +93,12 @@ def phash(img: Image.Image) -> int:
 
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
+
+
+def masked_below(image: Image.Image, y: int, fill: tuple[int, int, int] = (128, 128, 128)) -> Image.Image:
+    """A copy with every pixel row from y down painted gray: the bands not drawn yet, as TwiG
+    shows the partial image."""
+    out = image.convert("RGB").copy()
+    if y < out.height:
+        out.paste(fill, (0, y, out.width, out.height))
+    return out

@@ -7,6 +7,7 @@ atomically); a resumed run skips finished units and redoes the rest from scratch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -45,17 +46,31 @@ class UnitRunner:
         self.config, self.root = config, Path(root)
         self.source = None
         self.stages: list = []
+        self.teacher = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __getstate__(self) -> dict:  # engines pickle the runner before setup(); keep it that way
+        return {"config": self.config, "root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["config"], state["root"])
 
     def setup(self) -> None:
         if self.source is not None:
             return
         from pipeline.sources import make_source
-        from pipeline.stages import build_stages
+        from pipeline.stages import build_stages, make_teacher, window
 
         self.source = make_source(self.config)
-        self.stages = build_stages(self.config)
+        if self.config.teacher_roles():
+            self.teacher = make_teacher(self.config)
+        self.stages = build_stages(self.config, self.teacher)
+        self.window = window(self.config)
         for stage in self.stages:
             stage.setup()
+        from annotators.teacher import new_event_loop
+
+        self.loop = new_event_loop()
 
     def is_done(self, unit: Unit) -> bool:
         path = marker_path(self.root, unit.id)
@@ -82,41 +97,91 @@ class UnitRunner:
             regions=s.regions, teacher=s.teacher, filters=s.filters, scene=s.scene,
         )
 
-    def run(self, unit: Unit, tick: Callable[[int], None] | None = None) -> dict:
-        self.setup()
-        samples, rejects, kept = [], [], []
-        for item, got in self.source.load_all(unit.items):
-            if tick:
-                tick(1)
-            if isinstance(got, Reject):
-                rejects.append(reject_row(item.key, item.uri, item.split, "read", got.reason))
-                continue
-            sample, stage = got, "read"
+    async def _process(self, item, got) -> tuple[dict | None, dict | None, dict, dict]:
+        """One input through every stage: (sample row, kept row, reject row or None, spend)."""
+        if isinstance(got, Reject):
+            return None, None, reject_row(item.key, item.uri, item.split, "read", got.reason), {}
+        sample, stage = got, "read"
+        try:
+            for st in self.stages:
+                stage = st.name
+                sample = await st.acall(sample) if st.is_async else st(sample)
+            stage = "record"
+            record = self._record(sample)
+        except Reject as r:
+            return None, None, reject_row(item.key, item.uri, item.split, stage, r.reason), _spend(got)
+        except ValidationError as e:
+            msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            return None, None, reject_row(item.key, item.uri, item.split, stage, f"schema: {msg}"), \
+                _spend(got)
+        except Exception as e:  # a stage bug must not lose the rest of the unit
+            if getattr(e, "fatal", False):
+                raise
+            log.warning("stage %s failed on %s: %s: %s", stage, item.uri, type(e).__name__, e)
+            return None, None, reject_row(item.key, item.uri, item.split, stage,
+                                          f"stage error: {type(e).__name__}: {e}"), _spend(got)
+        row = {"__key__": record.key, "jpg": sample.jpeg, "json": dump_record(record)}
+        kept = {"key": record.key, "uri": item.uri, "prompt": prompt_fingerprint(record.prompt),
+                "phash": sample.phash}
+        return row, kept, None, _spend(sample)
+
+    async def _run_all(self, unit: Unit, tick: Callable | None) -> list:
+        """Every input of the unit, at most `window` in flight; results in input order."""
+        results: list = [None] * len(unit.items)
+        gate = asyncio.Semaphore(self.window)
+        live = self.teacher.counters if self.teacher else {}
+        seen = dict(live)
+
+        async def one(i: int, item, got) -> None:
             try:
-                for st in self.stages:
-                    stage = st.name
-                    sample = st(sample)
-                stage = "record"
-                record = self._record(sample)
-            except Reject as r:
-                rejects.append(reject_row(item.key, item.uri, item.split, stage, r.reason))
-                continue
-            except ValidationError as e:
-                msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-                rejects.append(reject_row(item.key, item.uri, item.split, stage, f"schema: {msg}"))
-                continue
-            except Exception as e:  # a stage bug must not lose the rest of the unit
-                log.warning("stage %s failed on %s: %s: %s", stage, item.uri, type(e).__name__, e)
-                rejects.append(reject_row(item.key, item.uri, item.split, stage,
-                                          f"stage error: {type(e).__name__}: {e}"))
-                continue
-            samples.append({"__key__": record.key, "jpg": sample.jpeg, "json": dump_record(record)})
-            kept.append({"key": record.key, "uri": item.uri, "prompt": prompt_fingerprint(record.prompt),
-                         "phash": sample.phash})
+                results[i] = await self._process(item, got)
+            finally:
+                gate.release()
+            if tick:
+                delta = {k: v - seen.get(k, 0) for k, v in live.items()}
+                seen.update(live)
+                tick(1, delta)
+
+        try:
+            async with asyncio.TaskGroup() as group:  # a fatal error cancels the rest
+                for i, (item, got) in enumerate(self.source.load_all(unit.items)):
+                    await gate.acquire()
+                    group.create_task(one(i, item, got))
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        finally:
+            if self.teacher:
+                await self.teacher.aclose()
+        return results
+
+    def run(self, unit: Unit, tick: Callable | None = None) -> dict:
+        self.setup()
+        start = dict(self.teacher.counters) if self.teacher else {}
+        results = self.loop.run_until_complete(self._run_all(unit, tick))
+        samples, rejects, kept, books = [], [], [], {}
+        for row, keep, reject, spend in results:
+            if reject is not None:
+                rejects.append(reject)
+            else:
+                samples.append(row)
+                kept.append(keep)
+            for (role, model), sp in spend.items():
+                b = books.setdefault(f"{role}/{model}", dict.fromkeys(SPEND_FIELDS, 0))
+                for f in SPEND_FIELDS:
+                    b[f] += getattr(sp, f)
+        requests = {k: v - start.get(k, 0) for k, v in self.teacher.counters.items()} if self.teacher else {}
         shards = write_unit_shards(self.root, unit.id, unit.split, samples, self.config.shard.max_bytes)
         write_jsonl(self.root / "rejects" / f"{unit.id}.jsonl", rejects)
         marker = {"unit": unit.id, "split": unit.split, "digest": unit.digest, "read": len(unit.items),
                   "shards": [s.as_dict() for s in shards], "rejects": len(rejects),
-                  "records": kept, "dropped": []}
+                  "records": kept, "dropped": [],
+                  "teacher": {"spend": dict(sorted(books.items())), "requests": requests}}
         write_json(marker_path(self.root, unit.id), marker, indent=None)
         return marker
+
+
+SPEND_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "images", "cost")
+
+
+def _spend(sample) -> dict:
+    return sample.work.get("spend", {}) if isinstance(sample, Sample) else {}

@@ -1,7 +1,9 @@
 """The stage interface: a named step over `Sample`s that declares its resources.
 
 A stage is a plain function `Sample -> Sample` (wrapped by `FunctionStage`) or a small class with
-`setup()` for one-time work (load a model, open a client) and `__call__` for per-record work.
+`setup()` for one-time work (load a model, open a client) and `__call__` for per-record work; a
+stage that waits on the network sets `is_async` and implements `acall`, so that many records are
+in flight at once.
 It raises `Reject` to drop a record. Engines schedule stages; they never hold stage logic.
 """
 
@@ -27,12 +29,17 @@ class Resources:
 class Stage:
     name: str = "stage"
     resources: Resources = Resources()
+    is_async: bool = False  # True: the runner awaits `acall` and overlaps many records
 
     def setup(self) -> None:
         """One-time work before the first record (per worker)."""
 
     def __call__(self, sample: Sample) -> Sample:  # pragma: no cover - interface
         raise NotImplementedError
+
+    async def acall(self, sample: Sample) -> Sample:
+        """The async form, for stages that wait on the network (teacher requests)."""
+        return self(sample)
 
 
 class FunctionStage(Stage):

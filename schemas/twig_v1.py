@@ -108,6 +108,7 @@ class FilterValues(_Model):
     min_guide_chars: NonNeg | None = None
     max_guide_chars: NonNeg | None = None
     min_score: Score | None = None
+    judge_score: Score | None = Field(None, description="A teacher judge's 0-100 prompt fidelity.")
     phash: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None = None
 
 

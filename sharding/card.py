@@ -90,10 +90,14 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) ->
         "## How it was built\n",
         f"- source: `{cfg['source']['kind']}`"
         + (f" ({cfg['source']['count']} scenes, seed {cfg['seed']}, defect rate {cfg['source']['defect_rate']})"
-           if cfg["source"]["kind"] == "synthetic" else "") + "\n"
+           if cfg["source"]["kind"] == "synthetic" else "")
+        + (" (prompt-first: a teacher wrote the band captions, an image model drew the image from "
+           "them, the teacher reflected on each band)" if cfg["source"]["kind"] == "prompts" else "")
+        + "\n"
         f"- stages: {' -> '.join(manifest['stages'])} -> shard\n"
         f"- segmentation: {cfg['segment']['mode']}, {k} bands\n"
-        f"- annotators: {', '.join(teacher) if teacher else 'none'}\n"
+        f"- annotators: {', '.join(teacher) if teacher else 'none'}; prompt templates are named by "
+        "version in each record's `teacher` field\n"
         f"- filters: guide length {cfg['filter']['min_guide_chars']}..{cfg['filter']['max_guide_chars']} "
         f"chars, prompt <= {cfg['filter']['max_prompt_chars']} chars, score range "
         f"{cfg['filter']['score_range']}, exact-duplicate prompts "
@@ -108,11 +112,19 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) ->
     if reason_rows:
         parts += ["Reject reasons (one line per input in `rejects/*.jsonl`):\n",
                   _table(reason_rows, ("stage: reason", "count")) + "\n"]
-    if stats["teacher"]["usage"]:
-        parts += ["Teacher usage: " + ", ".join(
-            f"{role} {u['calls']} calls, {u['prompt_tokens'] + u['completion_tokens']} tokens"
-            for role, u in stats["teacher"]["usage"].items()) +
-            f"; cost ${stats['teacher']['cost_usd']:.2f}.\n"]
+    t = stats["teacher"]
+    if t["by_role"]:
+        rows = [(key, u["calls"], u["prompt_tokens"], u["completion_tokens"], u["images"],
+                 f"${u['cost_usd']:.4f}") for key, u in t["by_role"].items()]
+        rows.append(("total", sum(u["calls"] for u in t["by_role"].values()),
+                     sum(u["prompt_tokens"] for u in t["by_role"].values()),
+                     sum(u["completion_tokens"] for u in t["by_role"].values()),
+                     sum(u["images"] for u in t["by_role"].values()), f"${t['cost_usd']:.4f}"))
+        parts += ["### Teacher cost\n",
+                  "Responses used by this dataset (kept and rejected inputs), by role and model; cost "
+                  "from the config's price table:\n",
+                  _table(rows, ("role/model", "responses", "prompt tokens", "completion tokens",
+                                "images", "cost")) + "\n"]
     parts += [
         "## Loading\n",
         "```python\nimport datasets\nds = datasets.load_dataset(\"<this folder or repo>\")\n"

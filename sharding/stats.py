@@ -35,21 +35,40 @@ def read_rejects(root: Path, unit_ids: list[str]) -> list[dict]:
     return rows
 
 
-def build_stats(records: list[TwigRecord], rejects: list[dict], read: int) -> dict:
+def teacher_totals(markers: list[dict]) -> dict:
+    """Teacher usage summed over the units' markers: responses used (fresh or cached) by role and
+    model with their cost, and what the last run of each unit sent over the network."""
+    by_role: dict[str, dict] = {}
+    requests: dict[str, float] = {}
+    for m in markers:
+        t = m.get("teacher") or {}
+        for key, b in t.get("spend", {}).items():
+            acc = by_role.setdefault(key, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                           "images": 0, "cost_usd": 0.0})
+            for f in ("calls", "prompt_tokens", "completion_tokens", "images"):
+                acc[f] += b[f]
+            acc["cost_usd"] += b["cost"]
+        for k, v in t.get("requests", {}).items():
+            requests[k] = requests.get(k, 0) + v
+    for acc in by_role.values():
+        acc["cost_usd"] = round(acc["cost_usd"], 6)
+    return {"by_role": dict(sorted(by_role.items())),
+            "cost_usd": round(sum(a["cost_usd"] for a in by_role.values()), 6),
+            "last_run": {"requests": int(requests.get("requests", 0)),
+                         "cache_hits": int(requests.get("cache_hits", 0)),
+                         "retries": int(requests.get("retries", 0)),
+                         "errors": int(requests.get("errors", 0)),
+                         "cost_usd": round(requests.get("cost", 0.0), 6)}}
+
+
+def build_stats(records: list[TwigRecord], rejects: list[dict], read: int,
+                teacher: dict | None = None) -> dict:
     by_split = Counter(r.split for r in records)
     by_stage = Counter(r["stage"] for r in rejects)
     by_reason = Counter(f"{r['stage']}: {reason_code(r['reason'])}" for r in rejects)
     scores = [reg.reflection.score for r in records for reg in r.regions if reg.reflection]
     flagged = [reg for r in records for reg in r.regions if reg.reflection and not reg.reflection.accepted]
     guide_lens = [len(reg.guide) for r in records for reg in r.regions if reg.guide]
-    usage: dict[str, dict[str, int]] = {}
-    for r in records:
-        for role, info in r.teacher.model_dump().items():
-            if info is None:
-                continue
-            u = usage.setdefault(role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-            for k in u:
-                u[k] += info["usage"][k]
     return {
         "read": read,
         "written": {"train": by_split.get("train", 0), "val": by_split.get("val", 0),
@@ -64,5 +83,5 @@ def build_stats(records: list[TwigRecord], rejects: list[dict], read: int) -> di
             "mean_score": round(sum(scores) / len(scores), 2) if scores else None,
             "mean_guide_chars": round(sum(guide_lens) / len(guide_lens), 1) if guide_lens else None,
         },
-        "teacher": {"usage": usage, "cache_hits": 0, "cost_usd": 0.0},
+        "teacher": teacher or teacher_totals([]),
     }

@@ -32,3 +32,33 @@ def small_config():
                                   f"run.out={out}", *sets])
 
     return make
+
+
+class LocalOpenAI:
+    """Handle on a running `annotators.teacher.localserver` (a real HTTP server on 127.0.0.1 that
+    speaks the OpenAI chat-completions and images protocols; the stand-in for a remote API)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def stats(self) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.url.removesuffix("/v1") + "/_stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def requests(self) -> int:
+        return self.stats().get("requests", 0)
+
+
+@pytest.fixture(scope="module")
+def local_openai():
+    """One server per test module, requiring the key `sk-test-...` (see TEST_KEY)."""
+    from annotators.teacher.localserver import running
+
+    with running("--api-key", TEST_KEY, "--hang-s", "30", "--max-image-side", "768") as url:
+        yield LocalOpenAI(url)
+
+
+TEST_KEY = "sk-test-4f9c2e7a1b8d3f6e5c0a9b7d"

@@ -7,46 +7,67 @@ import multiprocessing as mp
 from tqdm import tqdm
 
 from pipeline.plan import Unit
+from pipeline.progress import LIVE_COUNTERS, Rate, postfix
 from pipeline.runner import UnitRunner
 
 _runner: UnitRunner | None = None
-_counter = None
+_counters = None  # shared doubles: [records done, *LIVE_COUNTERS]
 
 
-def _init(runner: UnitRunner, counter) -> None:
-    global _runner, _counter
-    _runner, _counter = runner, counter
+def _init(runner: UnitRunner, counters) -> None:
+    global _runner, _counters
+    _runner, _counters = runner, counters
     _runner.setup()
 
 
-def _tick(n: int) -> None:
-    with _counter.get_lock():
-        _counter.value += n
+def _tick(n: int, live: dict[str, float] | None = None) -> None:
+    with _counters.get_lock():
+        _counters[0] += n
+        for i, name in enumerate(LIVE_COUNTERS, 1):
+            _counters[i] += (live or {}).get(name, 0.0)
 
 
 def _run(unit: Unit) -> dict:
     return _runner.run(unit, tick=_tick)
 
 
+class _Bar:
+    def __init__(self, total: int, progress: bool) -> None:
+        self.bar = tqdm(total=total, unit="sample", desc="twig", disable=not progress, smoothing=0.1,
+                        dynamic_ncols=True)
+        self.live = dict.fromkeys(LIVE_COUNTERS, 0.0)
+        self.rate = Rate()
+        self.done = 0
+
+    def show(self, done: float, live: dict[str, float]) -> None:
+        self.live = live
+        text = postfix(live, self.rate)
+        if text:
+            self.bar.set_postfix_str(text, refresh=False)
+        self.bar.update(int(done) - self.done)
+        self.done = int(done)
+
+    def tick(self, n: int, live: dict[str, float] | None = None) -> None:
+        for k, v in (live or {}).items():
+            self.live[k] += v
+        self.show(self.done + n, self.live)
+
+
 def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: bool) -> list[dict]:
-    total = sum(len(u.items) for u in units)
-    bar = tqdm(total=total, unit="sample", desc="twig", disable=not progress, smoothing=0.1,
-               dynamic_ncols=True)
+    bar = _Bar(sum(len(u.items) for u in units), progress)
     try:
         if workers <= 1 or len(units) <= 1:
             runner.setup()
-            return [runner.run(u, tick=bar.update) for u in units]
+            return [runner.run(u, tick=bar.tick) for u in units]
         ctx = mp.get_context("spawn")
-        counter = ctx.Value("q", 0)
-        with ctx.Pool(min(workers, len(units)), initializer=_init, initargs=(runner, counter)) as pool:
+        counters = ctx.Array("d", 1 + len(LIVE_COUNTERS))
+        with ctx.Pool(min(workers, len(units)), initializer=_init, initargs=(runner, counters)) as pool:
             order = sorted(units, key=lambda u: -len(u.items))  # largest first: workers end together
             pending = [pool.apply_async(_run, (u,)) for u in order]
-            seen = 0
             while True:
                 done = all(p.ready() for p in pending)
-                value = counter.value
-                bar.update(value - seen)
-                seen = value
+                values = counters[:]
+                bar.show(values[0], dict(zip(LIVE_COUNTERS, values[1:], strict=True)))
                 for p in pending:  # fail fast: a worker error stops the run with its message
                     if p.ready() and not p.successful():
                         p.get()
@@ -55,4 +76,4 @@ def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: boo
                 next(p for p in pending if not p.ready()).wait(0.2)
             return [p.get() for p in pending]
     finally:
-        bar.close()
+        bar.bar.close()

@@ -16,6 +16,10 @@ def make_source(config: PipelineConfig) -> Source:
         from pipeline.sources.folder import FolderSource
 
         return FolderSource(config)
+    if kind == "prompts":
+        from pipeline.sources.prompts import PromptsSource
+
+        return PromptsSource(config)
     from pipeline.sources.webdataset import WebDatasetSource
 
     return WebDatasetSource(config)

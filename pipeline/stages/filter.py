@@ -37,6 +37,8 @@ class FilterStage(Stage):
             if r.reflection is not None and not r.reflection.revised_guide.strip():
                 raise Reject(f"empty_revised_guide (band {r.index})")
         f = sample.filters
+        if f.judge_score is not None and f.judge_score < c.min_judge_score:
+            raise Reject(f"judge_score_too_low ({f.judge_score} < {c.min_judge_score})")
         f.prompt_chars = len(prompt)
         f.min_guide_chars = min(lengths) if lengths else None
         f.max_guide_chars = max(lengths) if lengths else None
