@@ -179,8 +179,7 @@ class PipelineConfig(_Section):
 
     def stages_all(self) -> tuple[str, ...]:
         """This recipe's stages in order (judge only when a judge is configured)."""
-        return tuple(s for s in RECIPES[self.recipe()]
-                     if s != "judge" or self.annotate.judge != "none" or self.until == "judge")
+        return tuple(s for s in RECIPES[self.recipe()] if s != "judge" or self.annotate.judge != "none")
 
     def stages(self) -> tuple[str, ...]:
         """The stages this run executes: the recipe's, up to `until`."""
