@@ -165,7 +165,7 @@ class PipelineConfig(_Section):
                 raise ValueError("the prompt-first recipe fixes the bands before the image is drawn: "
                                  "segment.mode must be uniform")
         for role in self.teacher_roles():
-            name = self.teacher.image.endpoint if role == "image" else getattr(self.teacher, role).endpoint
+            name = self.teacher.endpoint_of(role)
             if name not in self.endpoints:
                 raise ValueError(f"teacher.{role}.endpoint {name!r} is not in endpoints "
                                  f"({', '.join(self.endpoints) or 'none'})")

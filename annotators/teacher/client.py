@@ -267,14 +267,12 @@ class Teacher:
     def check(self, roles: list[str]) -> None:
         """Fail before any work when a role has no model or its endpoint has no key."""
         for role in roles:
-            if role == "image":
-                self.client(self.config.image.endpoint).check()
-                continue
-            try:
-                self.config.chat_model(role)
-            except ValueError as e:
-                raise FatalTeacherError(str(e)) from None
-            self.client(getattr(self.config, role).endpoint).check()
+            if role != "image":
+                try:
+                    self.config.chat_model(role)
+                except ValueError as e:
+                    raise FatalTeacherError(str(e)) from None
+            self.client(self.config.endpoint_of(role)).check()
 
     async def aclose(self) -> None:
         for c in self._clients.values():
@@ -286,9 +284,13 @@ class Teacher:
         ct = int(u.get("completion_tokens") or u.get("output_tokens") or 0)
         return Spend(1, pt, ct, images, self.config.cost(model, pt, ct, images))
 
-    def _count_fresh(self, spend: Spend) -> None:
-        self.counters["tokens"] += spend.prompt_tokens + spend.completion_tokens
-        self.counters["cost"] += spend.cost
+    def _book(self, model: str, entry: dict, cached: bool, spend: Spend, images: int = 0) -> None:
+        """Add a used response to the record's spend; a fresh one also to the live counters."""
+        s = self._spend(model, entry["body"], images)
+        spend.add(s)
+        if not cached:
+            self.counters["tokens"] += s.prompt_tokens + s.completion_tokens
+            self.counters["cost"] += s.cost
 
     async def ask(self, role: str, prompt: prompts.Prompt, output: type[BaseModel],
                   images: tuple[Image.Image, ...] = ()) -> Reply:
@@ -367,10 +369,7 @@ class Teacher:
             e.spend = spend
             raise
         if entry["status"] == 200:
-            s = self._spend(model, entry["body"])
-            spend.add(s)
-            if not cached:
-                self._count_fresh(s)
+            self._book(model, entry, cached, spend)
         return entry
 
     @staticmethod
@@ -406,10 +405,7 @@ class Teacher:
         entry, cached = await client.fetch("/images/generations", body, len(prompt) // 4 + 1000)
         if entry["status"] != 200:
             raise TeacherError(f"image request refused (HTTP {entry['status']}): {entry.get('error', '')}")
-        s = self._spend(cfg.model, entry["body"], images=1)
-        spend.add(s)
-        if not cached:
-            self._count_fresh(s)
+        self._book(cfg.model, entry, cached, spend, images=1)
         try:
             item = entry["body"]["data"][0]
         except (KeyError, IndexError, TypeError):

@@ -84,6 +84,10 @@ class TeacherConfig(_Settings):
             raise ValueError(f"teacher.{role}.model is not set (set teacher.model or MODEL=...)")
         return model
 
+    def endpoint_of(self, role: str) -> str:
+        """The endpoint name a role (caption, guide, reflect, judge or image) sends to."""
+        return getattr(self, role).endpoint
+
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int, images: int = 0) -> float:
         p = self.prices.get(model)
         if p is None:

@@ -58,6 +58,5 @@ def window(config: PipelineConfig) -> int:
     roles = config.teacher_roles()
     if not roles:
         return 1
-    names = {config.teacher.image.endpoint if r == "image" else getattr(config.teacher, r).endpoint
-             for r in roles}
+    names = {config.teacher.endpoint_of(r) for r in roles}
     return max(1, math.ceil(max(config.endpoints[n].concurrency for n in names) / config.workers()))
