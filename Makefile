@@ -41,6 +41,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/teacher_throughput.py
+	$(BIN)/python bench/engines.py
 
 schema: setup
 	$(BIN)/twig schema --out schemas/twig_v1.schema.json

@@ -80,7 +80,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--recipe", choices=["scene", "prompt-first", "image-first"],
                    help="shorthand for the bundled configs/<recipe>.yaml when --config is not given")
     d.add_argument("--model", help="the teacher's chat model (sets teacher.model)")
-    d.add_argument("--engine", help="local (default)")
+    d.add_argument("--engine", choices=["local", "beam", "ray"],
+                   help="local (default): processes here; ray: a local Ray instance or the cluster "
+                   "in run.ray.address / RAY_ADDRESS; beam: Beam's FnApiRunner here, or run.beam.runner")
     d.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set segment.mode=adaptive")

@@ -105,12 +105,43 @@ class CardConfig(_Section):
     pretty_name: str = "TwiG synthetic compositional scenes"
 
 
+class RayConfig(_Section):
+    """`run.engine=ray`: Ray tasks, one per work unit, results committed by the driver."""
+
+    address: str | None = Field(
+        None, description="a cluster (e.g. 'auto', '10.0.0.1:6379', 'ray://host:10001'); unset: "
+        "a running cluster from RAY_ADDRESS, else a local instance on this machine")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per unit task (default: from the "
+                                   "stages' declared resources: 1, or 0.25 for teacher-bound runs)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per unit task (default: the stages')")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom resources per task")
+    max_concurrency: int | None = Field(None, ge=1, description="at most this many units in flight "
+                                        "(default: what the cluster's CPUs allow)")
+    max_retries: int = Field(3, ge=0, description="re-runs of a unit whose worker or node died")
+
+
+class BeamConfig(_Section):
+    """`run.engine=beam`: a Beam pipeline over the work units."""
+
+    runner: str = Field("direct", description="'direct' runs Beam's FnApiRunner here, with no "
+                        "download; else any runner name (DataflowRunner, FlinkRunner, SparkRunner, "
+                        "PortableRunner) with its options below")
+    running_mode: Literal["multi_processing", "multi_threading", "in_memory"] = "multi_processing"
+    options: dict[str, Any] = Field(default_factory=dict, description="pipeline options passed "
+                                    "through, e.g. {project: p, region: r, temp_location: gs://b/t}")
+    staging: str | None = Field(None, description="where workers leave computed units for the "
+                                "driver to commit (any Beam filesystem; default: temp_location/"
+                                "twig-staging, else <out>/.staging)")
+
+
 class RunConfig(_Section):
     out: str = "data/twig-synthetic"
-    engine: Literal["local"] = "local"
+    engine: Literal["local", "beam", "ray"] = "local"
     workers: int | None = Field(None, ge=1)
     progress: bool = True
     cache: str | None = Field(None, description="teacher response cache (default: <out>/cache/teacher)")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    beam: BeamConfig = Field(default_factory=BeamConfig)
 
 
 class PipelineConfig(_Section):

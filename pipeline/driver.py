@@ -74,8 +74,9 @@ def build(config: PipelineConfig) -> BuildResult:
         return BuildResult(out, manifest, len(units), 0, time.perf_counter() - t0, True)
     runner = UnitRunner(config, out)
     pending = [u for u in units if not runner.is_done(u)]
-    log.info("%d inputs in %d units (%d already done); engine %s, %d workers", total, len(units),
-             len(units) - len(pending), config.run.engine, config.workers())
+    workers = f", {config.workers()} workers" if config.run.engine == "local" else ""
+    log.info("%d inputs in %d units (%d already done); engine %s%s", total, len(units),
+             len(units) - len(pending), config.run.engine, workers)
     get_engine(config.run.engine)(runner, pending, config.workers(), config.run.progress)
     manifest = finalize(runner, units)
     dt = time.perf_counter() - t0

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
 from annotators.teacher.client import LIVE_COUNTERS
 
-__all__ = ["LIVE_COUNTERS", "Rate", "postfix"]
+__all__ = ["LIVE_COUNTERS", "Bar", "Rate", "postfix"]
 
 
 def _si(x: float) -> str:
@@ -31,3 +33,34 @@ def postfix(live: dict[str, float], rate: Rate) -> str:
         return ""
     return (f"req {rate.per_s(live['requests']):.1f}/s tok {_si(live['tokens'])} ${live['cost']:.2f} "
             f"cache {live['cache_hits']:.0f} retry {live['retries']:.0f} err {live['errors']:.0f}")
+
+
+class Bar:
+    """The engines' progress bar: samples done, rate, ETA and the teacher's live counters."""
+
+    def __init__(self, total: int, progress: bool) -> None:
+        self.bar = tqdm(total=total, unit="sample", desc="twig", disable=not progress, smoothing=0.1,
+                        dynamic_ncols=True)
+        self.live = dict.fromkeys(LIVE_COUNTERS, 0.0)
+        self.rate = Rate()
+        self.done = 0
+
+    def show(self, done: float, live: dict[str, float]) -> None:
+        """Set the totals (engines that poll shared counters)."""
+        self.live = live
+        text = postfix(live, self.rate)
+        if text:
+            self.bar.set_postfix_str(text, refresh=False)
+        self.bar.update(int(done) - self.done)
+        self.done = int(done)
+
+    def tick(self, n: int, live: dict[str, float] | None = None) -> None:
+        """Add to the totals (engines told of each finished record or unit)."""
+        merged = dict(self.live)
+        for k, v in (live or {}).items():
+            if k in merged:
+                merged[k] += v
+        self.show(self.done + n, merged)
+
+    def close(self) -> None:
+        self.bar.close()

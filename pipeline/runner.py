@@ -1,8 +1,11 @@
 """Run the stages over one work unit and commit its shards, rejects and completion marker.
 
-This is the whole per-unit job; every engine calls `UnitRunner.run(unit)` and nothing else, so
-the output does not depend on the engine. A unit is finished when its marker is written (last,
-atomically); a resumed run skips finished units and redoes the rest from scratch.
+This is the whole per-unit job, in two halves: `compute(unit)` runs the stages and returns the
+unit's bytes in memory (a picklable `UnitResult`), `commit(result)` writes them. `run(unit)` does
+both where the output folder is at hand (local engine); the Ray and Beam engines compute on their
+workers and commit on the driver, so a cluster needs no shared filesystem for the output. Engines
+call nothing else, so the output does not depend on the engine. A unit is finished when its marker
+is written (last, atomically); a resumed run skips finished units and redoes the rest from scratch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -39,25 +44,71 @@ def reject_row(key: str, uri: str, split: str, stage: str, reason: str) -> dict:
     return {"key": key, "uri": uri, "split": split, "stage": stage, "reason": reason}
 
 
-class UnitRunner:
-    """Picklable: engines ship it to workers, which call setup() once and run() per unit."""
+@dataclass
+class UnitResult:
+    """One computed unit, before it is written: its records in input order, its rejects, and the
+    teacher's spend and request counters."""
 
-    def __init__(self, config: PipelineConfig, root: Path) -> None:
+    unit: str
+    split: str
+    digest: str
+    read: int
+    samples: list[dict] = field(default_factory=list)  # webdataset rows: __key__, jpg, json
+    kept: list[dict] = field(default_factory=list)  # key, uri, prompt fingerprint, pHash (for dedup)
+    rejects: list[dict] = field(default_factory=list)
+    spend: dict[str, dict] = field(default_factory=dict)  # "role/model" -> SPEND_FIELDS
+    requests: dict[str, float] = field(default_factory=dict)  # the teacher's live counters
+
+
+class UnitRunner:
+    """Picklable: engines ship it to workers, which call setup() once and compute()/run() per unit.
+
+    Relative paths in the config (source folders, prompt files, the teacher cache) mean the
+    driver's working folder: a worker started elsewhere (a Ray node, a Beam harness) moves there
+    when that folder exists on its machine."""
+
+    def __init__(self, config: PipelineConfig, root: Path, cwd: str | None = None) -> None:
         self.config, self.root = config, Path(root)
+        self.cwd = cwd or os.getcwd()
         self.source = None
         self.stages: list = []
         self.teacher = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def __getstate__(self) -> dict:  # engines pickle the runner before setup(); keep it that way
-        return {"config": self.config, "root": self.root}
+        return {"config": self.config, "root": self.root, "cwd": self.cwd}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["config"], state["root"])
+        self.__init__(state["config"], state["root"], state["cwd"])
+
+    def resources(self):
+        """What one unit asks of a cluster (`pipeline.stage.unit_resources` over this run's stages)."""
+        from pipeline.stage import unit_resources
+        from pipeline.stages import build_stages
+
+        return unit_resources(build_stages(self.config))
+
+    def key_variables(self) -> list[str]:
+        """The environment variables holding this run's teacher API keys (names only)."""
+        names = {self.config.teacher.endpoint_of(r) for r in self.config.teacher_roles()}
+        return sorted({self.config.endpoints[n].api_key_env for n in names})
+
+    def for_workers(self, n: int) -> UnitRunner:
+        """The run as shipped to `n` workers elsewhere (a Ray cluster, a Beam runner): told that
+        `n` workers share the teacher's limits, with each endpoint's base URL fixed here (a node
+        without $OPENAI_BASE_URL must not fall back to api.openai.com). Neither changes the output."""
+        run = self.config.run.model_copy(update={"workers": n})
+        env_url = os.environ.get("OPENAI_BASE_URL") or None
+        endpoints = {name: ep.model_copy(update={"base_url": ep.base_url or env_url})
+                     for name, ep in self.config.endpoints.items()}
+        config = self.config.model_copy(update={"run": run, "endpoints": endpoints})
+        return UnitRunner(config, self.root, self.cwd)
 
     def setup(self) -> None:
         if self.source is not None:
             return
+        if os.getcwd() != self.cwd and os.path.isdir(self.cwd):
+            os.chdir(self.cwd)
         from pipeline.sources import make_source
         from pipeline.stages import build_stages, make_teacher, window
 
@@ -154,30 +205,42 @@ class UnitRunner:
                 await self.teacher.aclose()
         return results
 
-    def run(self, unit: Unit, tick: Callable | None = None) -> dict:
+    def compute(self, unit: Unit, tick: Callable | None = None) -> UnitResult:
+        """Run every stage over the unit's inputs; nothing is written to the output folder."""
         self.setup()
         start = dict(self.teacher.counters) if self.teacher else {}
         results = self.loop.run_until_complete(self._run_all(unit, tick))
-        samples, rejects, kept, books = [], [], [], {}
+        out = UnitResult(unit.id, unit.split, unit.digest, len(unit.items))
         for row, keep, reject, spend in results:
             if reject is not None:
-                rejects.append(reject)
+                out.rejects.append(reject)
             else:
-                samples.append(row)
-                kept.append(keep)
+                out.samples.append(row)
+                out.kept.append(keep)
             for (role, model), sp in spend.items():
-                b = books.setdefault(f"{role}/{model}", dict.fromkeys(SPEND_FIELDS, 0))
+                b = out.spend.setdefault(f"{role}/{model}", dict.fromkeys(SPEND_FIELDS, 0))
                 for f in SPEND_FIELDS:
                     b[f] += getattr(sp, f)
-        requests = {k: v - start.get(k, 0) for k, v in self.teacher.counters.items()} if self.teacher else {}
-        shards = write_unit_shards(self.root, unit.id, unit.split, samples, self.config.shard.max_bytes)
-        write_jsonl(self.root / "rejects" / f"{unit.id}.jsonl", rejects)
-        marker = {"unit": unit.id, "split": unit.split, "digest": unit.digest, "read": len(unit.items),
-                  "shards": [s.as_dict() for s in shards], "rejects": len(rejects),
-                  "records": kept, "dropped": [],
-                  "teacher": {"spend": dict(sorted(books.items())), "requests": requests}}
-        write_json(marker_path(self.root, unit.id), marker, indent=None)
+        out.spend = dict(sorted(out.spend.items()))
+        if self.teacher:
+            # rounded: a float delta of running sums must not depend on the worker's history
+            out.requests = {k: round(v - start.get(k, 0), 9) for k, v in self.teacher.counters.items()}
+        return out
+
+    def commit(self, result: UnitResult) -> dict:
+        """Write a computed unit: its shard(s), its rejects, then (last, atomically) its marker."""
+        shards = write_unit_shards(self.root, result.unit, result.split, result.samples,
+                                   self.config.shard.max_bytes)
+        write_jsonl(self.root / "rejects" / f"{result.unit}.jsonl", result.rejects)
+        marker = {"unit": result.unit, "split": result.split, "digest": result.digest,
+                  "read": result.read, "shards": [s.as_dict() for s in shards],
+                  "rejects": len(result.rejects), "records": result.kept, "dropped": [],
+                  "teacher": {"spend": result.spend, "requests": result.requests}}
+        write_json(marker_path(self.root, result.unit), marker, indent=None)
         return marker
+
+    def run(self, unit: Unit, tick: Callable | None = None) -> dict:
+        return self.commit(self.compute(unit, tick))
 
 
 SPEND_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "images", "cost")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipeline.record import Reject, Sample
 
-__all__ = ["FunctionStage", "Reject", "Resources", "Stage"]
+__all__ = ["FunctionStage", "Reject", "Resources", "Stage", "unit_resources"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,15 @@ class FunctionStage(Stage):
 
     def __call__(self, sample: Sample) -> Sample:
         return self.fn(sample)
+
+
+def unit_resources(stages: list[Stage]) -> Resources:
+    """What one work unit (every stage over its records, in one worker) asks of a cluster: the
+    GPUs of its hungriest stage, the tightest concurrency cap, and the CPUs of the stage it spends
+    its time in: a teacher-bound unit mostly waits on the network (its async stages' CPUs), any
+    other the most any stage needs."""
+    waiting = [s.resources.cpus for s in stages if s.is_async]
+    cpus = min(waiting) if waiting else max((s.resources.cpus for s in stages), default=1.0)
+    caps = [s.resources.concurrency for s in stages if s.resources.concurrency]
+    return Resources(cpus=cpus, gpus=max((s.resources.gpus for s in stages), default=0.0),
+                     concurrency=min(caps) if caps else None)

@@ -62,3 +62,55 @@ def local_openai():
 
 
 TEST_KEY = "sk-test-4f9c2e7a1b8d3f6e5c0a9b7d"
+
+
+class RayCluster:
+    """A real two-node Ray cluster on this machine: `ray start --head`, then `ray start --address`,
+    each node one CPU and its own custom resource (node_a, node_b), token authentication on."""
+
+    def __init__(self, address: str, temp_dir: Path) -> None:
+        self.address, self.temp_dir = address, temp_dir
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster per test session (starting one costs ~10 s). Its nodes are started without
+    any teacher API key in their environment, as a remote cluster's would be."""
+    import secrets
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RAY_"))}
+    env.update(token)
+    common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats",
+              "--node-ip-address=127.0.0.1"]
+    address = f"127.0.0.1:{port}"
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                        f"--temp-dir={temp_dir}", '--resources={"node_a": 1}', *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "start", f"--address={address}", '--resources={"node_b": 1}',
+                        *common], env=env, check=True, capture_output=True, timeout=120)
+        saved = {k: os.environ.get(k) for k in token}
+        os.environ.update(token)  # this test process connects as a driver
+        yield RayCluster(address, temp_dir)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for k, v in locals().get("saved", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(temp_dir, ignore_errors=True)

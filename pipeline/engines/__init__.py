@@ -1,13 +1,27 @@
-"""Engines schedule work units on workers; they hold no stage logic."""
+"""Engines schedule work units on workers; they hold no stage logic.
+
+`local` (a process pool on this machine), `ray` (tasks on a local instance or a cluster) and
+`beam` (a Beam pipeline on its FnApiRunner here, or any Beam runner) all run `UnitRunner` over the
+same deterministic plan, so they write the same bytes.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from pipeline.plan import Unit
 from pipeline.runner import UnitRunner
 
 EngineFn = Callable[[UnitRunner, list[Unit], int, bool], list[dict]]
+ENGINES = ("local", "beam", "ray")
+
+
+class EngineError(RuntimeError):
+    """An engine could not finish (a unit failed past its retries, a cluster too small); finished
+    units are kept and a rerun resumes."""
+
+    fatal = True
 
 
 def get_engine(name: str) -> EngineFn:
@@ -15,4 +29,15 @@ def get_engine(name: str) -> EngineFn:
         from pipeline.engines.local import run_local
 
         return run_local
-    raise ValueError(f"unknown engine {name!r}")
+    if name == "ray":
+        from pipeline.engines.ray import run_ray
+
+        return run_ray
+    if name == "beam":
+        logging.disable(logging.WARNING)  # apache_beam's import warns about optional GCP libraries
+        try:
+            from pipeline.engines.beam import run_beam
+        finally:
+            logging.disable(logging.NOTSET)
+        return run_beam
+    raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from tqdm import tqdm
-
 from pipeline.plan import Unit
-from pipeline.progress import LIVE_COUNTERS, Rate, postfix
+from pipeline.progress import LIVE_COUNTERS, Bar
 from pipeline.runner import UnitRunner
 
 _runner: UnitRunner | None = None
@@ -31,30 +29,8 @@ def _run(unit: Unit) -> dict:
     return _runner.run(unit, tick=_tick)
 
 
-class _Bar:
-    def __init__(self, total: int, progress: bool) -> None:
-        self.bar = tqdm(total=total, unit="sample", desc="twig", disable=not progress, smoothing=0.1,
-                        dynamic_ncols=True)
-        self.live = dict.fromkeys(LIVE_COUNTERS, 0.0)
-        self.rate = Rate()
-        self.done = 0
-
-    def show(self, done: float, live: dict[str, float]) -> None:
-        self.live = live
-        text = postfix(live, self.rate)
-        if text:
-            self.bar.set_postfix_str(text, refresh=False)
-        self.bar.update(int(done) - self.done)
-        self.done = int(done)
-
-    def tick(self, n: int, live: dict[str, float] | None = None) -> None:
-        for k, v in (live or {}).items():
-            self.live[k] += v
-        self.show(self.done + n, self.live)
-
-
 def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: bool) -> list[dict]:
-    bar = _Bar(sum(len(u.items) for u in units), progress)
+    bar = Bar(sum(len(u.items) for u in units), progress)
     try:
         if workers <= 1 or len(units) <= 1:
             runner.setup()
@@ -76,4 +52,4 @@ def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: boo
                 next(p for p in pending if not p.ready()).wait(0.2)
             return [p.get() for p in pending]
     finally:
-        bar.bar.close()
+        bar.close()
