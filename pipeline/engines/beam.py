@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import shlex
+import shutil
 import sys
 import threading
 import uuid
@@ -152,7 +153,8 @@ def run_beam(runner: UnitRunner, units: list[Unit], workers: int, progress: bool
     if len(pending) < len(units):
         log.info("beam: committed %d unit(s) a previous run had staged", len(units) - len(pending))
     if pending:
-        n = max(1, min(workers, len(pending)))
+        in_memory = cfg.runner == "direct" and cfg.running_mode == "in_memory"
+        n = 1 if in_memory else max(1, min(workers, len(pending)))
         runner_of, options = pipeline_options(cfg, n)
         shipped = runner.for_workers(n)
         order = sorted(pending.values(), key=lambda u: -len(u.items))  # largest first
@@ -189,6 +191,6 @@ def run_beam(runner: UnitRunner, units: list[Unit], workers: int, progress: bool
             raise EngineError(f"the Beam pipeline failed: {lines[-1] if lines else type(failure[0]).__name__}")
         if pending:
             raise EngineError(f"the Beam pipeline ended without units {', '.join(sorted(pending))}")
-    if not cfg.staging and os.path.isdir(staging) and not os.listdir(staging):
-        os.rmdir(staging)
+    if not cfg.staging:  # <out>/.staging is this output's own: nothing left in it is needed
+        shutil.rmtree(staging, ignore_errors=True)
     return [markers[u.id] for u in units]
