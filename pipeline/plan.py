@@ -43,3 +43,9 @@ def make_plan(items: list[WorkItem], config_digest: str, max_records: int) -> li
             digest = hashlib.sha256(ident.encode()).hexdigest()
             units.append(Unit(f"{split}-{n:05d}", split, chunk, digest))
     return units
+
+
+def largest_first(units: list[Unit]) -> list[Unit]:
+    """The order engines hand units to workers: largest first, so workers finish together (stable,
+    so equal units keep plan order)."""
+    return sorted(units, key=lambda u: -len(u.items))

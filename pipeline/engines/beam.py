@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config import BeamConfig
 from pipeline.engines import EngineError
-from pipeline.plan import Unit
+from pipeline.plan import Unit, largest_first
 from pipeline.progress import Bar
 from pipeline.runner import UnitRunner
 
@@ -157,7 +157,7 @@ def run_beam(runner: UnitRunner, units: list[Unit], workers: int, progress: bool
         n = 1 if in_memory else max(1, min(workers, len(pending)))
         runner_of, options = pipeline_options(cfg, n)
         shipped = runner.for_workers(n)
-        order = sorted(pending.values(), key=lambda u: -len(u.items))  # largest first
+        order = largest_first(list(pending.values()))
         log.info("beam: %d units on %s (%s)", len(order),
                  "FnApiRunner" if cfg.runner == "direct" else cfg.runner,
                  f"{cfg.running_mode}, {n} workers" if cfg.runner == "direct" else "its workers")

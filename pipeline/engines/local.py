@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from pipeline.plan import Unit
+from pipeline.plan import Unit, largest_first
 from pipeline.progress import LIVE_COUNTERS, Bar
 from pipeline.runner import UnitRunner
 
@@ -38,7 +38,7 @@ def run_local(runner: UnitRunner, units: list[Unit], workers: int, progress: boo
         ctx = mp.get_context("spawn")
         counters = ctx.Array("d", 1 + len(LIVE_COUNTERS))
         with ctx.Pool(min(workers, len(units)), initializer=_init, initargs=(runner, counters)) as pool:
-            order = sorted(units, key=lambda u: -len(u.items))  # largest first: workers end together
+            order = largest_first(units)
             pending = [pool.apply_async(_run, (u,)) for u in order]
             while True:
                 done = all(p.ready() for p in pending)

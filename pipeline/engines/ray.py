@@ -24,7 +24,7 @@ from collections import Counter
 import ray
 
 from pipeline.engines import EngineError
-from pipeline.plan import Unit
+from pipeline.plan import Unit, largest_first
 from pipeline.progress import Bar
 from pipeline.runner import UnitResult, UnitRunner
 
@@ -90,7 +90,7 @@ def run_ray(runner: UnitRunner, units: list[Unit], workers: int, progress: bool)
     # API keys travel as a task argument (object-store memory), never in a runtime_env, which
     # Ray records in its logs and dashboard
     keys = ray.put({v: os.environ[v] for v in runner.key_variables() if v in os.environ})
-    todo = sorted(units, key=lambda u: -len(u.items))  # largest first: workers end together
+    todo = largest_first(units)
     flying: dict[ray.ObjectRef, Unit] = {}
     markers: dict[str, dict] = {}
     nodes: Counter[str] = Counter()

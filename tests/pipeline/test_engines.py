@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import signal
 import threading
@@ -144,8 +145,6 @@ def test_beam_commits_units_a_killed_driver_left_staged(reference, tmp_path, cap
     _drop_units(reference, out, ("train-00001",))
     cfg = config(out, "run.engine=beam")
     unit = next(u for u in make_plan(make_source(cfg).items(), cfg.digest(), 20) if u.id == "train-00001")
-    import pickle
-
     staging = str(out / ".staging")
     os.makedirs(staging)
     _put(staging, _name(unit) + ".unit", pickle.dumps(UnitRunner(cfg, out).compute(unit)))
