@@ -12,7 +12,7 @@ IMAGE_MODEL ?=
 SOURCE ?=
 ARGS   ?=
 
-.PHONY: setup dataset test lint bench schema clean
+.PHONY: setup dataset test lint bench schema clean generate
 
 # torch first from the local CPU wheel, then everything else with torch held at that version
 # (without the constraint pip would fetch gigabytes of CUDA wheels).
@@ -32,6 +32,14 @@ dataset: setup
 	  $(if $(SOURCE),--set source.path=$(SOURCE)) $(ARGS)
 	$(BIN)/twig validate $(OUT)
 
+# make generate [MODEL=deepseek-community/Janus-Pro-7B] [PROMPTS=file|dir|text] [OUT=dir] [LIMIT=n]
+# With no MODEL, a tiny random Janus draws noise (offline); real checkpoints want a GPU.
+generate: setup
+	$(BIN)/twig generate $(if $(MODEL),--model $(MODEL)) \
+	  --prompts "$(or $(PROMPTS),assets/t2i-compbench/color_val.txt)" \
+	  --out $(if $(filter command line environment,$(origin OUT)),$(OUT),outputs/generate) \
+	  --limit $(or $(LIMIT),8) $(ARGS)
+
 test: setup
 	$(BIN)/python -m pytest -q tests
 
@@ -42,9 +50,10 @@ bench: setup
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/teacher_throughput.py
 	$(BIN)/python bench/engines.py
+	$(BIN)/python bench/generate.py
 
 schema: setup
 	$(BIN)/twig schema --out schemas/twig_v1.schema.json
 
 clean:
-	rm -rf data/twig-synthetic data/twig-prompt-first data/twig-image-first .pytest_cache
+	rm -rf data/twig-synthetic data/twig-prompt-first data/twig-image-first outputs/generate .pytest_cache

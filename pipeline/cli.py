@@ -1,4 +1,4 @@
-"""`twig`: the command line (dataset, validate, tasks, schema)."""
+"""`twig`: the command line (dataset, validate, tasks, schema, generate)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,18 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from generator.cli import run
+    from generator.model import ModelError
+    from generator.prompts import PromptsError
+    from generator.sequence import FormatError
+
+    try:
+        return run(args)
+    except (ModelError, PromptsError, FormatError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twig", description="Build, check and use TwiG datasets.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -99,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir")
     t.add_argument("--out", help="write the instances as JSON lines to this file")
     t.set_defaults(fn=_tasks)
+
+    g = sub.add_parser("generate", help="draw images with a Janus model, thinking between bands")
+    from generator.cli import add_arguments
+
+    add_arguments(g)
+    g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    g.set_defaults(fn=_generate)
 
     s = sub.add_parser("schema", help="print the twig/v1 JSON Schema")
     s.add_argument("--out")

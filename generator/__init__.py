@@ -1,0 +1,1 @@
+"""TwiG generation: the shared sequence format, the batched think-while-generating sampler, outputs."""
