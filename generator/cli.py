@@ -44,7 +44,8 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (GPU if there is one), cuda, cuda:N or cpu")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step (CUDA graphs on a GPU)")
+                   help="torch.compile the decode step into CUDA graphs (for GPUs; on a CPU Inductor "
+                   "takes many minutes to compile)")
 
 
 def settings_from(args: argparse.Namespace) -> TwigSettings:
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         contact_sheet(out, list(range(len(items))))
         return 0
     lm = load_model(args.model, args.device, args.dtype)
+    if args.compile and lm.device.type != "cuda":
+        log.warning("--compile on %s: Inductor may take many minutes to compile; it pays on a GPU", lm.device)
     sampler = TwigSampler(lm.model, lm.tokenizer, settings, grid=lm.grid, compile=args.compile)
     log.info("%d prompt(s): %d already drawn, %d to draw with %s on %s (%s), batches of %d",
              len(items), len(items) - len(todo), len(todo), lm.name, lm.device, str(lm.dtype).replace("torch.", ""),
