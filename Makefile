@@ -12,7 +12,7 @@ IMAGE_MODEL ?=
 SOURCE ?=
 ARGS   ?=
 
-.PHONY: setup dataset test lint bench schema clean generate
+.PHONY: setup dataset test lint bench schema clean generate train eval
 
 # torch first from the local CPU wheel, then everything else with torch held at that version
 # (without the constraint pip would fetch gigabytes of CUDA wheels).
@@ -40,6 +40,24 @@ generate: setup
 	  --out $(if $(filter command line environment,$(origin OUT)),$(OUT),outputs/generate) \
 	  --limit $(or $(LIMIT),8) $(ARGS)
 
+# make train [MODEL=ckpt] [DATA=dir|hub-id] [OUT=dir] [STEPS=n] [LIMIT=n] [GRPO=1] [ARGS=...]
+# With no MODEL: a smoke run (tiny random Janus, CPU, minutes) on the default dataset, built first
+# if missing. The checkpoint path is printed last; `twig generate --model <it>` loads it.
+DATA  ?= data/twig-synthetic
+TRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),outputs/train)
+SMOKE_SFT  = --limit $(or $(LIMIT),256) --steps $(or $(STEPS),60) --lr 1e-3 --set save_every=20 --set val_every=20
+SMOKE_GRPO = --limit 16 --steps $(or $(STEPS),6) --lr 1e-4 --set guide_tokens=16 --set reflect_tokens=16 --set group=4
+train: setup
+	@test -n "$(MODEL)" || echo "twig: no MODEL given: a SMOKE RUN with a tiny random Janus (checks the plumbing; its images stay noise)"
+	@test -f $(DATA)/manifest.json || test "$(DATA)" != data/twig-synthetic || $(MAKE) --no-print-directory dataset
+	$(BIN)/twig train sft --data $(DATA) --out $(TRAIN_OUT)/sft $(if $(MODEL),--model $(MODEL) $(if $(STEPS),--steps $(STEPS)) $(if $(LIMIT),--limit $(LIMIT)),$(SMOKE_SFT)) $(ARGS)
+	$(if $(GRPO),$(BIN)/twig train grpo --data $(DATA) --model $(TRAIN_OUT)/sft/final --out $(TRAIN_OUT)/grpo $(if $(MODEL),$(if $(STEPS),--steps $(STEPS)),$(SMOKE_GRPO)) $(GRPO_ARGS))
+
+# make eval [MODEL=ckpt] [LIMIT=prompts per category] [OUT=dir] [ARGS="--vqa Salesforce/blip-vqa-base ..."]
+eval: setup
+	$(BIN)/twig eval $(if $(MODEL),--model $(MODEL)) --limit $(or $(LIMIT),4) \
+	  --out $(if $(filter command line environment,$(origin OUT)),$(OUT),outputs/eval) $(ARGS)
+
 test: setup
 	$(BIN)/python -m pytest -q tests
 
@@ -51,9 +69,10 @@ bench: setup
 	$(BIN)/python bench/teacher_throughput.py
 	$(BIN)/python bench/engines.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/train.py
 
 schema: setup
 	$(BIN)/twig schema --out schemas/twig_v1.schema.json
 
 clean:
-	rm -rf data/twig-synthetic data/twig-prompt-first data/twig-image-first outputs/generate .pytest_cache
+	rm -rf data/twig-synthetic data/twig-prompt-first data/twig-image-first outputs/generate outputs/train outputs/eval .pytest_cache

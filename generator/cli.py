@@ -28,6 +28,11 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, help="only the first N prompts")
     g.add_argument("--batch-size", "-b", type=int, default=16)
     g.add_argument("--seed", type=int, default=0, help="prompt i gets seed+i unless its line sets one")
+    add_sampling_arguments(g)
+
+
+def add_sampling_arguments(g: argparse.ArgumentParser) -> None:
+    """How trajectories are sampled (shared by `twig generate` and `twig eval`)."""
     g.add_argument("--layout", choices=LAYOUTS, default="interleaved")
     g.add_argument("--bands", type=int, default=3, help="K bands on the token grid")
     g.add_argument("--no-think", dest="think", action="store_false", help="no guides")

@@ -253,8 +253,9 @@ class TwigFormat:
 
     # -- whole trajectories (what the trainer teacher-forces) ---------------------------------
     def interleaved(self, prompt: str, guides: list[str] | None, bands: list[list[int]],
-                    reflections: list[str] | None = None) -> list[Segment]:
-        """The interleaved stream of a finished trajectory: guides/reflections may be None (off)."""
+                    reflections: list[str | None] | None = None) -> list[Segment]:
+        """The interleaved stream of a finished trajectory: guides/reflections may be None (off),
+        and a band whose reflection is None has none."""
         K = self.grid.k
         if len(bands) != K:
             raise FormatError(f"expected {K} bands of image tokens, got {len(bands)}")
@@ -266,7 +267,7 @@ class TwigFormat:
             if guides is not None:
                 segs += [Segment("open", self.guide_open(k), k), Segment("guide", self.guide_ids(guides[k]), k)]
             segs += [Segment("boi", [self.special.boi], k), Segment("band", list(bands[k]), k)]
-            if reflections is not None:
+            if reflections is not None and reflections[k] is not None:
                 segs += [Segment("eoi", [self.special.eoi], k), Segment("open", self.reflect_open(k), k),
                          Segment("reflection", self.reflection_ids(reflections[k]), k)]
         return segs

@@ -1,4 +1,4 @@
-"""`twig`: the command line (dataset, validate, tasks, schema, generate)."""
+"""`twig`: the command line (dataset, validate, tasks, schema, generate, train, eval, tokenize)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,29 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from None
 
 
+def _trainer(fn_name: str):
+    """Run a trainer command; bad settings, data or models are one clear line and exit 2."""
+
+    def call(args: argparse.Namespace) -> int:
+        from generator.model import ModelError
+        from generator.prompts import PromptsError
+        from generator.sequence import FormatError
+        from trainer import cli
+        from trainer.data import DataError
+        from trainer.evaluate import EvalError
+        from trainer.rewards import RewardError
+
+        fn = {"train": cli.run_train, "tokenize": cli.run_tokenize}.get(fn_name)
+        if fn is None:
+            from trainer.evaluate import run as fn
+        try:
+            return fn(args)
+        except (ModelError, PromptsError, FormatError, DataError, EvalError, RewardError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+
+    return call
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twig", description="Build, check and use TwiG datasets.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,6 +141,19 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(g)
     g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     g.set_defaults(fn=_generate)
+
+    from trainer.cli import add_tokenize_arguments, add_train_arguments
+    from trainer.evaluate import add_arguments as add_eval_arguments
+
+    tr = sub.add_parser("train", help="train a TwiG model on a dataset: sft, then grpo")
+    add_train_arguments(tr)
+    tr.set_defaults(fn=_trainer("train"))
+    ev = sub.add_parser("eval", help="draw T2I-CompBench val prompts and score them by category")
+    add_eval_arguments(ev)
+    ev.set_defaults(fn=_trainer("eval"))
+    tk = sub.add_parser("tokenize", help="cache a dataset's images as VQ tokens for training")
+    add_tokenize_arguments(tk)
+    tk.set_defaults(fn=_trainer("tokenize"))
 
     s = sub.add_parser("schema", help="print the twig/v1 JSON Schema")
     s.add_argument("--out")

@@ -102,17 +102,24 @@ def shape_polygon(shape: str, w: int, h: int) -> list[tuple[float, float]] | Non
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _object(img: Image.Image, obj: Obj) -> None:
-    x0, y0, x1, y1 = obj.box
-    w, h = x1 - x0, y1 - y0
-    color = COLORS[obj.color]
+def shape_mask(shape: str, w: int, h: int) -> Image.Image:
+    """An L-mode mask (255 inside) of a shape filling a w x h box, as the renderer draws it."""
     mask = Image.new("L", (w, h), 0)
     md = ImageDraw.Draw(mask)
-    poly = shape_polygon(obj.shape, w, h)
+    poly = shape_polygon(shape, w, h)
     if poly is None:
         md.ellipse((1, 1, w - 2, h - 2), fill=255)
     else:
         md.polygon(poly, fill=255)
+    return mask
+
+
+def _object(img: Image.Image, obj: Obj) -> None:
+    x0, y0, x1, y1 = obj.box
+    w, h = x1 - x0, y1 - y0
+    color = COLORS[obj.color]
+    mask = shape_mask(obj.shape, w, h)
+    poly = shape_polygon(obj.shape, w, h)
     fill = Image.new("RGB", (w, h), color)
     if obj.texture != "plain":
         ink = (250, 250, 250) if sum(color) < 300 else _shade(color, 0.45)

@@ -1,0 +1,1 @@
+"""TwiG training: SFT and TwiG-GRPO on the pipeline's data, rewards and T2I-CompBench evaluation."""
