@@ -131,7 +131,6 @@ def _seeded() -> None:
 
 def _build_clip(out: Path) -> None:
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = CLIPTokenizer(vocab=clip_char_vocab(), merges=[], model_max_length=77)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
@@ -146,9 +145,14 @@ def _build_clip(out: Path) -> None:
     )
     _seeded()
     CLIPModel(config).eval().save_pretrained(out)
-    images = CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                   crop_size={"height": 32, "width": 32})
+    images = _small_clip_images()
     CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(out)
+
+
+def _small_clip_images():
+    """CLIP's PIL image processor at the tiny models' 32 px."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    return CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
 
 
 def _build_blip(out: Path) -> None:
@@ -205,7 +209,6 @@ def _build_gdino(out: Path) -> None:
 
 def _build_git(out: Path) -> None:
     from transformers import BertTokenizer, GitConfig, GitForCausalLM, GitProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     vocab = bert_char_vocab(extra=("yes", "no"))
     tokenizer = BertTokenizer(vocab=vocab, model_max_length=64)
@@ -218,8 +221,7 @@ def _build_git(out: Path) -> None:
     )
     _seeded()
     GitForCausalLM(config).eval().save_pretrained(out)
-    images = CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                   crop_size={"height": 32, "width": 32})
+    images = _small_clip_images()
     GitProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(out)
 
 
