@@ -37,7 +37,7 @@ def test_instances_are_the_nine_tasks_in_the_generator_format(twig_data, tmp_pat
     fmt: TwigFormat = run.builder.format_for(example.record)
     longest = max(insts, key=len)
     for inst in insts:
-        assert inst.ids == longest.ids[: len(inst)] or inst.task == "generate"  # all share one stream
+        assert inst.ids == longest.ids[: len(inst)]          # all cut from one stream
         targets = [t for t, m in zip(inst.ids, inst.target, strict=True) if m]
         if inst.task == "think":
             assert targets == fmt.guide_ids(example.record.regions[inst.band].guide)
