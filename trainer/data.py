@@ -116,8 +116,8 @@ def _from_datasets(name: str, split: str) -> list[Example]:
 
 
 def _drop_nulls(value):
-    """Arrow fills absent optional fields with nulls; the record schema wants them absent or null
-    only where it allows, so nulls inside lists of structs are kept and top-level ones dropped."""
+    """Arrow fills every absent optional field with null; drop them (at any depth) so the record
+    validates as the JSON it was written from."""
     if isinstance(value, dict):
         return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):

@@ -126,15 +126,15 @@ class GRPORun:
         trajs: list[Trajectory] = []
         for i in range(0, len(requests), cfg.rollout_batch):   # in the weights' own dtype: the
             trajs += self.sampler.generate(requests[i: i + cfg.rollout_batch])   # cache is typed by it
-        pixels = self.sampler.decode_images(trajs)
+        return trajs, self.samples(trajs, [prompt_ids[g] for g in groups]), groups
+
+    def samples(self, trajs: list[Trajectory], prompt_ids: list[int]) -> list[Sample]:
+        """Decoded images of trajectories, with what their prompts' rewards need."""
         from PIL import Image
 
-        samples = []
-        for t, px, grp in zip(trajs, pixels, groups, strict=True):
-            item = self.items[prompt_ids[grp]]
-            samples.append(Sample(t.prompt, Image.fromarray(px.numpy()), item["category"], item["scene"],
-                                  item["canvas"]))
-        return trajs, samples, groups
+        pixels = self.sampler.decode_images(trajs)
+        return [Sample(t.prompt, Image.fromarray(px.numpy()), self.items[p]["category"], self.items[p]["scene"],
+                       self.items[p]["canvas"]) for t, px, p in zip(trajs, pixels, prompt_ids, strict=True)]
 
     def sequences(self, trajs: list[Trajectory]) -> Batch:
         width = max(int(t.sequence["ids"].shape[0]) for t in trajs)
@@ -218,14 +218,7 @@ class GRPORun:
 
     def run(self) -> Path:
         cfg, acc = self.cfg, self.acc
-        path = self.session.resume_path()
-        if path is not None:
-            state = checkpoints.read_state(path)
-            if state.get("kind") != "grpo" or state.get("digest") != cfg.digest():
-                raise ValueError(f"{path} was written by a run with other settings; use a new --out, "
-                                 "or --resume never to start over there")
-            self.step = checkpoints.load(acc, path)["step"]
-            self.session.note(f"resumed from {path} at step {self.step}")
+        self.step = self.session.resume("grpo")
         runlog = RunLog(Path(cfg.out), acc.is_main_process, cfg.tensorboard, self.step)
         runlog.write({"kind": "start", "step": self.step, "prompts": len(self.items),
                       "rewards": self.ensemble.describe(), "device": str(acc.device),
@@ -250,16 +243,9 @@ class GRPORun:
     @torch.no_grad()
     def mean_reward(self, seeds: list[int], prompt_index: int = 0) -> float:
         """Mean raw ensemble reward of rollouts with fixed seeds (for before/after comparisons)."""
-        item = self.items[prompt_index]
-        core = self.session.unwrapped.core
-        core.eval()
-        trajs = self.sampler.generate([Request(item["prompt"], seed=s) for s in seeds])
-        pixels = self.sampler.decode_images(trajs)
-        from PIL import Image
-
-        samples = [Sample(item["prompt"], Image.fromarray(px.numpy()), item["category"], item["scene"],
-                          item["canvas"]) for px in pixels]
-        return float(self.ensemble.raw(samples).mean())
+        self.session.unwrapped.core.eval()
+        trajs = self.sampler.generate([Request(self.items[prompt_index]["prompt"], seed=s) for s in seeds])
+        return float(self.ensemble.raw(self.samples(trajs, [prompt_index] * len(trajs))).mean())
 
 
 def train_grpo(cfg: GRPOConfig) -> Path:

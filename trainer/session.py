@@ -92,6 +92,21 @@ class Session:
             raise ValueError(f"--resume {mode}: not a checkpoint folder (no {checkpoints.STATE})")
         return path
 
+    def resume(self, kind: str) -> int:
+        """Load the checkpoint `--resume` points at (if any) and return its step; a checkpoint
+        written by another kind of run or other settings is refused."""
+        path = self.resume_path()
+        if path is None:
+            return 0
+        state = checkpoints.read_state(path)
+        if state.get("kind") != kind or state.get("digest") != self.cfg.digest():
+            raise ValueError(f"{path} was written by a run with other settings (digest "
+                             f"{state.get('digest')} vs {self.cfg.digest()}); use a new --out, or "
+                             "--resume never to start over there")
+        step = checkpoints.load(self.accelerator, path)["step"]
+        self.note(f"resumed from {path} at step {step}")
+        return step
+
     def export(self, tokenizer: Any, meta: dict[str, Any]) -> Path:
         """`<out>/final`: a plain Janus checkpoint folder for `twig generate --model`."""
         acc = self.accelerator

@@ -23,7 +23,7 @@ from trainer.batching import Batch, collate
 from trainer.config import SFTConfig
 from trainer.data import DataError, load_examples
 from trainer.instances import Instance, InstanceBuilder, epoch_order, parse_mixture
-from trainer.policy import LoraSpec, count_parameters, export_checkpoint, load_policy
+from trainer.policy import LoraSpec, count_parameters, load_policy
 from trainer.runlog import RunLog
 from trainer.session import Session
 from trainer.vq import ImageTokenizer
@@ -167,21 +167,9 @@ class SFTRun:
         return {"kind": "sft", "digest": self.cfg.digest(), "config": self.cfg.to_json(),
                 "train_instances": len(self.train)}
 
-    def resume(self) -> None:
-        path = self.session.resume_path()
-        if path is None:
-            return
-        state = checkpoints.read_state(path)
-        if state.get("kind") != "sft" or state.get("digest") != self.cfg.digest():
-            raise ValueError(f"{path} was written by a run with other settings (digest "
-                             f"{state.get('digest')} vs {self.cfg.digest()}); use a new --out, or "
-                             "--resume never to start over there")
-        self.step = checkpoints.load(self.acc, path)["step"]
-        self.session.note(f"resumed from {path} at step {self.step}")
-
     def run(self) -> Path:
         cfg, acc = self.cfg, self.acc
-        self.resume()
+        self.step = self.session.resume("sft")
         params = count_parameters(self.session.unwrapped)
         runlog = RunLog(Path(cfg.out), acc.is_main_process, cfg.tensorboard, self.step)
         runlog.write({"kind": "start", "step": self.step, "train_instances": len(self.train),
@@ -221,5 +209,3 @@ class SFTRun:
 def train_sft(cfg: SFTConfig) -> Path:
     return SFTRun(cfg).run()
 
-
-__all__ = ["SFTRun", "train_sft", "instance_loss", "export_checkpoint"]
