@@ -12,7 +12,7 @@ IMAGE_MODEL ?=
 SOURCE ?=
 ARGS   ?=
 
-.PHONY: setup dataset test lint bench schema clean generate train eval
+.PHONY: setup dataset test lint bench schema clean generate train eval upload
 
 # torch first from the local CPU wheel, then everything else with torch held at that version
 # (without the constraint pip would fetch gigabytes of CUDA wheels).
@@ -58,7 +58,24 @@ eval: setup
 	$(BIN)/twig eval $(if $(MODEL),--model $(MODEL)) --limit $(or $(LIMIT),4) \
 	  --out $(if $(filter command line environment,$(origin OUT)),$(OUT),outputs/eval) $(ARGS)
 
-test: setup
+# make upload REPO=owner/name [OUT=dataset dir] [PRIVATE=1] [REVISION=branch] [DRY_RUN=1]
+# The token comes from HF_TOKEN or `hf auth login`; the dataset is built first if missing.
+upload: setup
+	@test -n "$(REPO)" || { echo "twig: make upload needs REPO=owner/name (add DRY_RUN=1 to only list)"; exit 2; }
+	@test -f $(OUT)/manifest.json || $(MAKE) --no-print-directory dataset OUT=$(OUT)
+	$(BIN)/twig upload $(OUT) --repo $(REPO) $(if $(PRIVATE),--private) \
+	  $(if $(REVISION),--revision $(REVISION)) $(if $(DRY_RUN),--dry-run) $(ARGS)
+
+# Debian's chromium for the browser test of `twig show`, installed once when missing (as root);
+# where apt-get cannot install it, the tests still run and that one test skips, saying why.
+.PHONY: test-browser
+test-browser:
+	@test -x /usr/bin/chromium || { echo "twig: installing chromium (apt-get) for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium) >/dev/null 2>&1 \
+	  || echo "twig: could not install chromium with apt-get; the browser test will skip"; }
+
+test: setup test-browser
 	$(BIN)/python -m pytest -q tests
 
 lint: setup

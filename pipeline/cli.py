@@ -1,4 +1,5 @@
-"""`twig`: the command line (dataset, validate, tasks, schema, generate, train, eval, tokenize)."""
+"""`twig`: the command line (dataset, validate, tasks, show, upload, schema, generate, train, eval,
+tokenize)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,38 @@ def _tasks(args: argparse.Namespace) -> int:
             for inst in iter_instances(records):
                 f.write(json.dumps(inst, ensure_ascii=False) + "\n")
         print(f"wrote {counts.get('total', 0)} task instances to {args.out}")
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from sharding.upload import UploadError, human_bytes, upload_dataset
+
+    try:
+        report = upload_dataset(Path(args.dir), args.repo, private=args.private, revision=args.revision,
+                                dry_run=args.dry_run, transport=args.transport)
+    except UploadError as e:
+        raise ConfigError(str(e)) from None
+    if args.dry_run:
+        for f in report.files:
+            print(f"{human_bytes(f.bytes):>10}  {f.path}")
+        print(f"would upload {len(report.files)} files, {human_bytes(report.total_bytes)}, to "
+              f"{report.url} (dry run: nothing was sent)")
+        return 0
+    print(f"uploaded {len(report.sent)} files ({human_bytes(report.sent_bytes)}) in {report.commits} "
+          f"commit(s) via {report.transport}; {len(report.skipped)} already there; {report.url}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from sharding.viewer import ReportError, write_report
+
+    out = Path(args.out) if args.out else Path(args.dir) / "report.html"
+    try:
+        s = write_report(Path(args.dir), out, limit=None if args.limit < 0 else args.limit)
+    except ReportError as e:
+        raise ConfigError(str(e)) from None
+    print(f"wrote {s.out}: {s.kept_shown} of {s.kept_total} trajectories, {s.rejects_shown} of "
+          f"{s.rejects_total} rejects (open it in a browser; it needs no network)")
     return 0
 
 
@@ -134,6 +167,26 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir")
     t.add_argument("--out", help="write the instances as JSON lines to this file")
     t.set_defaults(fn=_tasks)
+
+    from sharding.viewer import DEFAULT_LIMIT
+
+    sh = sub.add_parser("show", help="write a self-contained HTML page of a dataset's trajectories")
+    sh.add_argument("dir")
+    sh.add_argument("--out", help="the page to write (default DIR/report.html)")
+    sh.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                    help=f"at most N trajectories and N rejects (default {DEFAULT_LIMIT}; -1: all)")
+    sh.set_defaults(fn=_show)
+
+    u = sub.add_parser("upload", help="publish a dataset folder to a Hugging Face Hub dataset repo "
+                       "(resumes an interrupted upload)")
+    u.add_argument("dir")
+    u.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the dataset repo (created if missing)")
+    u.add_argument("--private", action="store_true", help="create the repo private")
+    u.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    u.add_argument("--dry-run", action="store_true", help="list what would be uploaded and its size")
+    u.add_argument("--transport", choices=["auto", "xet", "lfs"], default="auto",
+                   help="auto (default): Xet storage where the endpoint offers it, else Git LFS")
+    u.set_defaults(fn=_upload)
 
     g = sub.add_parser("generate", help="draw images with a Janus model, thinking between bands")
     from generator.cli import add_arguments

@@ -103,6 +103,9 @@ class ShardConfig(_Section):
 class CardConfig(_Section):
     license: str = "cc-by-4.0"
     pretty_name: str = "TwiG synthetic compositional scenes"
+    figures: bool = Field(True, description="draw score/length plots and example trajectories "
+                          "into card/*.png for the card")
+    examples: int = Field(3, ge=0, le=12, description="example trajectories shown in the card")
 
 
 class RayConfig(_Section):
@@ -140,6 +143,9 @@ class RunConfig(_Section):
     workers: int | None = Field(None, ge=1)
     progress: bool = True
     cache: str | None = Field(None, description="teacher response cache (default: <out>/cache/teacher)")
+    unit_timeout_s: float | None = Field(
+        3600.0, gt=0, description="a work unit still running after this many seconds stops the "
+        "run with the stage it is stuck in (finished units are kept); null: no limit")
     ray: RayConfig = Field(default_factory=RayConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
 

@@ -15,7 +15,7 @@ from pipeline.plan import Unit
 from pipeline.runner import UnitRunner, marker_path, reject_row
 from schemas import SCHEMA_VERSION
 from sharding.atomic import write_bytes, write_json, write_jsonl
-from sharding.card import render_card
+from sharding.card import CardAssets, card_assets, render_card
 from sharding.reader import iter_samples
 from sharding.stats import build_stats, read_records, read_rejects, teacher_totals
 from sharding.writer import write_unit_shards
@@ -112,10 +112,41 @@ def finalize(runner: UnitRunner, units: list[Unit]) -> dict:
         raise RuntimeError(f"funnel does not add up: read {read} != written {len(records)} + "
                            f"rejected {len(rejects)}")
     write_json(root / "stats.json", stats)
+    assets = _write_card_assets(root, config, records, shard_list)
     write_bytes(root / "README.md",
-                render_card(manifest, stats, config.card.license, config.card.pretty_name).encode())
+                render_card(manifest, stats, config.card.license, config.card.pretty_name,
+                            engine=config.run.engine, assets=assets).encode())
+    listed = ["stats.json", *sorted(assets.files),
+              *(f"rejects/{u.id}.jsonl" for u in units if (root / "rejects" / f"{u.id}.jsonl").is_file())]
+    manifest["files"] = [file_entry(root, rel) for rel in listed]
     write_json(root / "manifest.json", manifest)  # last: its presence means the dataset is complete
     return manifest
+
+
+def file_entry(root: Path, rel: str) -> dict:
+    data = (root / rel).read_bytes()
+    return {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _write_card_assets(root: Path, config: PipelineConfig, records: list, shard_list: list[dict]):
+    """Draw the card's figures into `card/` (and remove figures a previous build left there)."""
+    from sharding.plots import pick_examples
+
+    wanted = {r.key for r in pick_examples(records, config.card.examples)} if config.card.figures else set()
+    images: dict[str, bytes] = {}
+    for shard in shard_list:
+        if len(images) == len(wanted):
+            break
+        images |= {s["__key__"]: s["jpg"] for s in iter_samples(root / shard["path"], exts=("jpg",))
+                   if s["__key__"] in wanted}
+    assets = (card_assets(records, images, config.annotate.theta, config.card.examples)
+              if config.card.figures else CardAssets())
+    for name, png in assets.files.items():
+        write_bytes(root / name, png)
+    for p in (root / "card").glob("*"):
+        if f"card/{p.name}" not in assets.files:
+            p.unlink()
+    return assets
 
 
 def up_to_date(root: Path, units: list[Unit]) -> bool:

@@ -3,7 +3,12 @@ readable account of what the dataset holds and how it was built."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import yaml
+
+from schemas import TwigRecord
+from sharding import plots
 
 
 def size_category(n: int) -> str:
@@ -53,7 +58,55 @@ def _table(rows: list[tuple], header: tuple) -> str:
     return "\n".join(lines)
 
 
-def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) -> str:
+@dataclass
+class CardAssets:
+    """The card's figures (`card/*.png`, path -> PNG bytes) and the example trajectories shown."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    examples: list[tuple[TwigRecord, str]] = field(default_factory=list)  # record, its figure
+
+
+def card_assets(records: list[TwigRecord], images: dict[str, bytes], theta: float,
+                examples: int) -> CardAssets:
+    """Draw the card's figures. `images` maps record keys to JPEG bytes for the examples chosen by
+    `plots.pick_examples(records, examples)`."""
+    out = CardAssets()
+    for name, png in (("card/scores.png", plots.score_plot(records, theta)),
+                      ("card/lengths.png", plots.length_plot(records))):
+        if png is not None:
+            out.files[name] = png
+    for i, rec in enumerate(plots.pick_examples(records, examples), 1):
+        path = f"card/example-{i}.png"
+        out.files[path] = plots.example_plot(rec, images[rec.key])
+        out.examples.append((rec, path))
+    return out
+
+
+def _example_section(examples: list[tuple[TwigRecord, str]]) -> list[str]:
+    parts = ["## Example trajectories\n",
+             "Each image shows the bands the model draws one after another (numbered boxes); the "
+             "text is what it writes between them.\n"]
+    for rec, path in examples:
+        rows = []
+        for reg in rec.regions:
+            ref = reg.reflection
+            rows.append((reg.index + 1, f"{reg.rows[0]}-{reg.rows[1]}", _cell(reg.guide),
+                         f"{ref.score} ({'kept' if ref.accepted else 'redraw'})" if ref else "",
+                         _cell(ref.critique) if ref else "", _cell(ref.revised_guide) if ref else ""))
+        parts += [f"**{_cell(rec.prompt or rec.key)}** ({rec.category or 'no category'}, `{rec.key}`)\n",
+                  f"![{rec.key}]({path})\n",
+                  _table(rows, ("band", "token rows", "guide", "score", "critique",
+                                "revised guide")) + "\n"]
+    return parts
+
+
+def _cell(text: str | None) -> str:
+    return (text or "").replace("|", "\\|").replace("\n", " ")
+
+
+def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str, *,
+                engine: str | None = None, assets: CardAssets | None = None) -> str:
+    assets = assets or CardAssets()
     meta = yaml.safe_dump(card_yaml(manifest, license_, pretty_name), sort_keys=False)
     cfg = manifest["config"]
     counts = manifest["counts"]
@@ -63,8 +116,9 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) ->
                  for i in range(1, k + 1)]
     reason_rows = sorted(stats["rejected"]["by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
     bands = stats["bands"]
-    teacher = sorted({f"{role}: {info.get('backend')}/{info.get('model')}"
-                      for role, info in manifest.get("teacher", {}).items()})
+    teacher = [f"{role}: `{info.get('backend')}` / `{info.get('model')}`, prompt "
+               f"`{info.get('prompt_version')}`"
+               for role, info in sorted(manifest.get("teacher", {}).items())]
     parts = [
         f"---\n{meta}---\n",
         f"# {pretty_name}\n",
@@ -87,6 +141,16 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) ->
         f"- bands reflected: {bands['reflected']}; flagged for regeneration (score <= theta="
         f"{cfg['annotate']['theta']}): {bands['flagged']}\n"
         f"- mean score: {bands['mean_score']}; mean guide length: {bands['mean_guide_chars']} characters\n",
+    ]
+    figures = [(p, alt) for p, alt in (("card/scores.png", "band and criterion scores"),
+                                       ("card/lengths.png", "guide and prompt lengths"))
+               if p in assets.files]
+    parts += [f"![{alt}]({p})\n" for p, alt in figures]
+    if stats.get("categories"):
+        parts += ["### Categories\n",
+                  _table(sorted(stats["categories"].items()), ("category", "trajectories")) + "\n"]
+    parts += _example_section(assets.examples) if assets.examples else []
+    parts += [
         "## How it was built\n",
         f"- source: `{cfg['source']['kind']}`"
         + (f" ({cfg['source']['count']} scenes, seed {cfg['seed']}, defect rate {cfg['source']['defect_rate']})"
@@ -94,10 +158,13 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str) ->
         + (" (prompt-first: a teacher wrote the band captions, an image model drew the image from "
            "them, the teacher reflected on each band)" if cfg["source"]["kind"] == "prompts" else "")
         + "\n"
-        f"- stages: {' -> '.join(manifest['stages'])} -> shard\n"
+        f"- stages: {' -> '.join(manifest['stages'])} -> shard"
+        + (f", run on the `{engine}` engine (every engine writes byte-identical shards)" if engine else "")
+        + "\n"
         f"- segmentation: {cfg['segment']['mode']}, {k} bands\n"
-        f"- annotators: {', '.join(teacher) if teacher else 'none'}; prompt templates are named by "
-        "version in each record's `teacher` field\n"
+        "- annotators (backend / model, prompt template version; each record's `teacher` field "
+        "holds the same per record):" + ("".join(f"\n  - {t}" for t in teacher) if teacher else " none")
+        + "\n"
         f"- filters: guide length {cfg['filter']['min_guide_chars']}..{cfg['filter']['max_guide_chars']} "
         f"chars, prompt <= {cfg['filter']['max_prompt_chars']} chars, score range "
         f"{cfg['filter']['score_range']}, exact-duplicate prompts "

@@ -105,6 +105,12 @@ def validate_dataset(root: Path, check_images: bool = True) -> Report:
         rep.records += n
         if n != shard["records"]:
             rep.problems.append(f"{shard['path']}: {n} records, manifest says {shard['records']}")
+    for entry in manifest.get("files", []):
+        path = root / entry["path"]
+        if not path.is_file():
+            rep.problems.append(f"{entry['path']}: missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            rep.problems.append(f"{entry['path']}: sha256 differs from the manifest")
     if rep.records != manifest["counts"]["written"]:
         rep.problems.append(f"{rep.records} records in shards, manifest says {manifest['counts']['written']}")
     return rep
