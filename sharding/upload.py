@@ -251,7 +251,7 @@ class Uploader:
             remote = self._remote_files(api, report)
             todo = []
             for f in files:
-                if remote.get(f.path) in (f.sha256, git_blob_id(f.local) if f.bytes < 10**7 else None):
+                if self._same(remote.get(f.path), f):
                     report.skipped.append(f.path)
                 else:
                     todo.append(f)
@@ -268,6 +268,14 @@ class Uploader:
             raise UploadError(f"upload to {self.repo_id} failed: {self.mask(str(e)) or type(e).__name__}"
                               ) from None
         return report
+
+    @staticmethod
+    def _same(remote_id: str | None, f: UploadFile) -> bool:
+        """Whether the repo already holds this file: its LFS sha256, or for a file stored in git
+        (small text) its git blob id, equals ours."""
+        if remote_id is None:
+            return False
+        return remote_id == f.sha256 or (len(remote_id) == 40 and remote_id == git_blob_id(f.local))
 
     def _call(self, report: UploadReport, fn: Callable[[], object]) -> object:
         """fn(), retried with exponential backoff (or the server's Retry-After) on transient errors."""

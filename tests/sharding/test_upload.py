@@ -187,3 +187,15 @@ def test_commits_are_bounded_and_the_manifest_goes_last(dataset):
     assert all(len(b) <= 4 for b in batches)
     assert all(sum(f.bytes for f in b) <= 1_000_000 or len(b) == 1 for b in batches[:-1])
     assert [f.path for b in batches for f in b] == [f.path for f in files]
+
+
+def test_a_file_counts_as_uploaded_only_when_the_repo_holds_the_same_content(tmp_path):
+    from sharding.upload import UploadFile, git_blob_id
+
+    big = tmp_path / "big.tar"
+    big.write_bytes(b"x" * 11_000_000)
+    f = UploadFile("shards/big.tar", big, big.stat().st_size, hashlib.sha256(big.read_bytes()).hexdigest())
+    assert not Uploader._same(None, f)  # not on the Hub: upload it, whatever its size
+    assert Uploader._same(f.sha256, f)  # stored through LFS/Xet with our sha256
+    assert Uploader._same(git_blob_id(big), f)  # stored in git
+    assert not Uploader._same("0" * 64, f) and not Uploader._same("0" * 40, f)
