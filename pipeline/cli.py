@@ -72,7 +72,9 @@ def _upload(args: argparse.Namespace) -> int:
               f"{report.url} (dry run: nothing was sent)")
         return 0
     print(f"uploaded {len(report.sent)} files ({human_bytes(report.sent_bytes)}) in {report.commits} "
-          f"commit(s) via {report.transport}; {len(report.skipped)} already there; {report.url}")
+          f"commit(s) via {report.transport}; {len(report.skipped)} already there"
+          + (f"; removed {len(report.deleted)} file(s) of an older build" if report.deleted else "")
+          + f"; {report.url}")
     return 0
 
 

@@ -196,7 +196,8 @@ def render_card(manifest: dict, stats: dict, license_: str, pretty_name: str, *,
         "## Loading\n",
         "```python\nimport datasets\nds = datasets.load_dataset(\"<this folder or repo>\")\n"
         "rec = ds[\"train\"][0][\"json\"]  # the twig/v1 record; ds['train'][0]['jpg'] is the image\n\n"
-        "import webdataset as wds\nfor s in wds.WebDataset(\"shards/train-{00000..00001}.tar\").decode(\"pil\"):\n"
+        "import glob, webdataset as wds\n"
+        "for s in wds.WebDataset(sorted(glob.glob(\"shards/train-*.tar\")), shardshuffle=False).decode(\"pil\"):\n"
         "    image, record = s[\"jpg\"], s[\"json\"]\n```\n",
         "`twig validate <folder>` checks every record, image and checksum; `twig tasks <folder>` "
         "expands the trajectories into task instances.\n",

@@ -6,7 +6,9 @@ Every file is checked against the manifest's size and sha256 before anything is 
 
 How: `huggingface_hub.HfApi` (create_repo, list_repo_tree, create_commit). Files go in commits of
 bounded size, shards first and `README.md` + `manifest.json` in the last one, so a repo whose
-manifest is present is complete. An interrupted upload resumes where it stopped at two levels:
+manifest is present is complete. Updating a repo that holds an older build: its `manifest.json` is
+removed in the first commit, and the last one deletes the dataset files (`shards/`, `rejects/`,
+`card/`, `stats.json`) the new manifest no longer lists; other files in the repo are left alone. An interrupted upload resumes where it stopped at two levels:
 files already committed are skipped (their remote LFS sha256 or git blob id equals the local one),
 and large files sent but not yet committed are not sent again (the Hub's LFS batch API / Xet
 storage answer that it holds them). A commit that fails on a transient error (429, 5xx, a dropped
@@ -29,11 +31,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 log = logging.getLogger("twig")
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 LAST = ("README.md", "manifest.json")  # committed last: their presence means the upload is whole
+OWNED = ("shards/", "rejects/", "card/", "stats.json")  # remote paths a build owns (stale ones go)
+MAX_RETRY_AFTER_S = 3600.0
 
 
 class UploadError(Exception):
@@ -56,6 +61,7 @@ class UploadReport:
     dry_run: bool
     files: list[UploadFile]
     skipped: list[str] = field(default_factory=list)  # already on the Hub, same content
+    deleted: list[str] = field(default_factory=list)  # stale files of an older build, removed
     sent: list[str] = field(default_factory=list)  # committed by this run
     commits: int = 0
     retries: int = 0
@@ -94,10 +100,8 @@ def _safe_rel(rel: str) -> str:
     return str(p)
 
 
-def upload_plan(root: Path) -> list[UploadFile]:
-    """The files to publish, each verified against the manifest; refuses an unfinished or
-    damaged dataset (run `twig validate` for details)."""
-    root = Path(root)
+def load_manifest(root: Path) -> dict:
+    """The manifest of a complete dataset folder with a card, or a one-line UploadError."""
     try:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -110,6 +114,14 @@ def upload_plan(root: Path) -> list[UploadFile]:
                           "only complete datasets are uploaded")
     if not (root / "README.md").is_file():
         raise UploadError(f"{root} has no README.md dataset card")
+    return manifest
+
+
+def upload_plan(root: Path) -> list[UploadFile]:
+    """The files to publish, each verified against the manifest; refuses an unfinished or
+    damaged dataset (run `twig validate` for details)."""
+    root = Path(root)
+    manifest = load_manifest(root)
     files: list[UploadFile] = []
     problems: list[str] = []
     for entry in [*manifest.get("shards", []), *manifest.get("files", [])]:
@@ -170,7 +182,7 @@ class _Masked:
     def __call__(self, text: str) -> str:
         if self.secret:
             text = text.replace(self.secret, "***")
-        return text.splitlines()[0] if text else text
+        return " ".join(text.split())[:600]
 
 
 @contextlib.contextmanager
@@ -199,13 +211,38 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def _transient(exc: BaseException) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (the client wraps transfer errors)."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 10:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
 
-    if isinstance(exc, HfHubHTTPError):
-        return _status(exc) in TRANSIENT_STATUS
-    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__module__.split(".")[0] in (
-        "httpx", "httpx2", "httpcore", "requests", "urllib3")
+
+def _transient(exc: BaseException) -> bool:
+    """A server-side hiccup worth retrying: 408/429/5xx, or a connection that dropped or timed
+    out; not offline mode, a malformed endpoint URL, or any 4xx."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    for e in _chain(exc):
+        if isinstance(e, OfflineModeIsEnabled | httpx2.UnsupportedProtocol | httpx2.LocalProtocolError):
+            return False
+        if isinstance(e, HfHubHTTPError) and _status(e) is not None:
+            return _status(e) in TRANSIENT_STATUS
+        if isinstance(e, httpx2.TransportError | ConnectionError | TimeoutError):
+            return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """The outer message plus the innermost cause's, when the client wrapped one."""
+    chain = _chain(exc)
+    text = str(chain[0]) or type(chain[0]).__name__
+    if len(chain) > 1 and str(chain[-1]) and str(chain[-1]) not in text:
+        text += f" ({str(chain[-1])})"
+    return text
 
 
 class Uploader:
@@ -229,45 +266,69 @@ class Uploader:
         self.mask = _Masked(token)
 
     def run(self, dry_run: bool = False) -> UploadReport:
-        files = upload_plan(self.root)
         url = f"{self.endpoint}/datasets/{self.repo_id}" + (
             f"/tree/{self.revision}" if self.revision != "main" else "")
-        report = UploadReport(self.repo_id, self.revision, url, dry_run, files)
         if dry_run:
-            return report
-        from huggingface_hub import HfApi, get_token
+            return UploadReport(self.repo_id, self.revision, url, True, upload_plan(self.root))
+        from huggingface_hub import HfApi, constants, get_token
 
-        token = self._token or get_token()
+        load_manifest(self.root)  # a folder that is no dataset: say so before anything else
+        if constants.HF_HUB_OFFLINE:
+            raise UploadError("HF_HUB_OFFLINE is set: unset it (or set it to 0) to upload")
+        try:
+            token = self._token or get_token()
+        except Exception as e:
+            raise UploadError(f"cannot read the Hugging Face token: {type(e).__name__}") from None
         if not token:
             raise UploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
         self.mask = _Masked(token)
-        api = HfApi(endpoint=self.endpoint, token=token)
+        if self.transport == "xet":
+            from huggingface_hub.utils._runtime import is_xet_available
+
+            if not is_xet_available():
+                raise UploadError("--transport xet needs the hf_xet package and HF_HUB_DISABLE_XET unset")
+        files = upload_plan(self.root)
+        report = UploadReport(self.repo_id, self.revision, url, False, files)
+        # token=None lets the client resolve (and refresh) the user's login on every request
+        api = HfApi(endpoint=self.endpoint, token=self._token)
         try:
-            self._call(report, lambda: api.create_repo(self.repo_id, repo_type="dataset",
-                                                       private=self.private, exist_ok=True))
-            if self.revision != "main":
-                self._call(report, lambda: api.create_branch(self.repo_id, branch=self.revision,
-                                                             repo_type="dataset", exist_ok=True))
+            self._prepare_repo(api, report)
             remote = self._remote_files(api, report)
-            todo = []
-            for f in files:
-                if self._same(remote.get(f.path), f):
-                    report.skipped.append(f.path)
-                else:
-                    todo.append(f)
+            todo = [f for f in files if not self._same(remote.get(f.path), f)]
+            report.skipped = [f.path for f in files if f not in todo]
             if report.skipped:
                 log.info("%d of %d files are already on the Hub: skipped", len(report.skipped), len(files))
+            planned = {f.path for f in files}
+            stale = sorted(p for p in remote if p not in planned and p.startswith(OWNED))
+            old_manifest = "manifest.json" in remote and any(f.path == "manifest.json" for f in todo)
             report.transport = self._pick_transport(token)
             batches = commit_batches(todo, self.max_commit_bytes, self.max_commit_files)
             with _xet_disabled(report.transport == "lfs"):
                 for i, batch in enumerate(batches, 1):
-                    self._commit(api, report, batch, i, len(batches))
+                    deletes = (["manifest.json"] if i == 1 and old_manifest and len(batches) > 1 else [])
+                    deletes += stale if i == len(batches) else []
+                    self._commit(api, report, batch, deletes, i, len(batches))
+                if stale and not batches:  # nothing new to send, but an older build left files
+                    self._commit(api, report, [], stale, 1, 1)
         except UploadError:
             raise
         except Exception as e:  # the client's own errors: one masked line
-            raise UploadError(f"upload to {self.repo_id} failed: {self.mask(str(e)) or type(e).__name__}"
-                              ) from None
+            raise UploadError(f"upload to {self.repo_id} failed: {self.mask(_describe(e))}") from None
         return report
+
+    def _prepare_repo(self, api, report: UploadReport) -> None:
+        """Create the repo (private if asked; otherwise the account's default visibility) and the
+        branch; refuse to put data asked to be private into an existing public repo."""
+        self._call(report, lambda: api.create_repo(self.repo_id, repo_type="dataset", exist_ok=True,
+                                                   private=True if self.private else None))
+        if self.private:
+            info = self._call(report, lambda: api.repo_info(self.repo_id, repo_type="dataset"))
+            if not getattr(info, "private", False):
+                raise UploadError(f"{self.repo_id} exists and is public, but --private was given: "
+                                  "nothing was uploaded (make it private on the Hub, or drop --private)")
+        if self.revision != "main":
+            self._call(report, lambda: api.create_branch(self.repo_id, branch=self.revision,
+                                                         repo_type="dataset", exist_ok=True))
 
     @staticmethod
     def _same(remote_id: str | None, f: UploadFile) -> bool:
@@ -291,7 +352,7 @@ class Uploader:
                 report.retries += 1
                 log.warning("transient error (%s); retry %d/%d in %.1fs", _status(e) or type(e).__name__,
                             attempt + 1, self.retries, wait)
-                self.sleep(min(wait, 300.0))
+                self.sleep(min(wait, MAX_RETRY_AFTER_S))
         raise AssertionError
 
     def _remote_files(self, api, report: UploadReport) -> dict[str, str]:
@@ -323,7 +384,7 @@ class Uploader:
             return "lfs"
         from huggingface_hub.utils import build_hf_headers, get_session
 
-        url = f"{self.endpoint}/api/datasets/{self.repo_id}/xet-write-token/{self.revision}"
+        url = f"{self.endpoint}/api/datasets/{self.repo_id}/xet-write-token/{quote(self.revision, safe='')}"
         try:
             r = get_session().get(url, headers=build_hf_headers(token=token), timeout=30)
         except Exception:
@@ -333,21 +394,30 @@ class Uploader:
         ok = r.status_code == 200 and parse_xet_connection_info_from_headers(r.headers) is not None
         return "xet" if ok else "lfs"
 
-    def _commit(self, api, report: UploadReport, batch: list[UploadFile], i: int, n: int) -> None:
-        from huggingface_hub import CommitOperationAdd
+    def _commit(self, api, report: UploadReport, batch: list[UploadFile], deletes: list[str],
+                i: int, n: int) -> None:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         size = sum(f.bytes for f in batch)
         msg = (f"twig upload: {len(batch)} file(s), {human_bytes(size)} ({i}/{n})" if i < n or n == 1
                else "twig upload: card and manifest")
+        if deletes:
+            msg += f"; remove {len(deletes)} file(s) of an older build"
 
         def commit() -> object:  # fresh operations per attempt: the client marks them as it goes
-            ops = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local)) for f in batch]
+            ops: list = []
+            for f in batch:
+                op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local))
+                op.upload_info.sha256 = bytes.fromhex(f.sha256)  # verified by upload_plan: no rehash
+                ops.append(op)
+            ops += [CommitOperationDelete(path_in_repo=p) for p in deletes]
             return api.create_commit(self.repo_id, operations=ops, commit_message=msg,
                                      repo_type="dataset", revision=self.revision)
 
         self._call(report, commit)
         report.commits += 1
         report.sent += [f.path for f in batch]
+        report.deleted += deletes
         log.info("commit %d/%d: %d file(s), %s (%s of %s sent)", i, n, len(batch), human_bytes(size),
                  human_bytes(report.sent_bytes), human_bytes(report.total_bytes))
 

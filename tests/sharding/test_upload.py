@@ -199,3 +199,60 @@ def test_a_file_counts_as_uploaded_only_when_the_repo_holds_the_same_content(tmp
     assert Uploader._same(f.sha256, f)  # stored through LFS/Xet with our sha256
     assert Uploader._same(git_blob_id(big), f)  # stored in git
     assert not Uploader._same("0" * 64, f) and not Uploader._same("0" * 40, f)
+
+
+def test_uploading_a_new_build_over_an_older_one_removes_its_stale_files(dataset, hub, tmp_path):
+    smaller = tmp_path / "small"
+    build(load_config(None, ["source.count=20", "shard.max_records=12", "run.progress=false",
+                             f"run.out={smaller}"]))
+    uploader(dataset, hub).run()
+    hub.files("lab/twig-test")  # the older, bigger build is there
+    api_other = "notes/keep-me.md"  # a file the user added by hand stays
+    from huggingface_hub import HfApi
+
+    HfApi(endpoint=hub.url, token=TOKEN).upload_file(path_or_fileobj=b"mine", path_in_repo=api_other,
+                                                     repo_id="lab/twig-test", repo_type="dataset")
+    report = uploader(smaller, hub, max_commit_files=2).run()
+    remote = hub.files("lab/twig-test")
+    expected = set(manifest_files(smaller)) | {"README.md", "manifest.json"}
+    assert {p for p in remote if p.startswith(("shards/", "rejects/", "card/"))} == \
+        {p for p in expected if p.startswith(("shards/", "rejects/", "card/"))}
+    assert remote[api_other] == b"mine" and api_other not in report.deleted
+    for rel in expected:
+        assert remote[rel] == (smaller / rel).read_bytes(), rel
+    # while the update was under way the old manifest was gone (first commit removed it)
+    first = [c for c in hub.commits if "manifest.json" in c.deleted]
+    assert first and first[0] is not hub.commits[-1]
+
+
+def test_private_is_refused_for_an_existing_public_repo(dataset, hub):
+    from huggingface_hub import HfApi
+
+    HfApi(endpoint=hub.url, token=TOKEN).create_repo("lab/twig-test", repo_type="dataset")
+    with pytest.raises(UploadError, match="is public, but --private was given"):
+        uploader(dataset, hub, private=True).run()
+    assert hub.commits == [] and not hub.lfs_puts
+
+
+def test_offline_mode_is_a_clear_error_not_a_retry_loop(dataset, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    waits: list[float] = []
+    with pytest.raises(UploadError, match="HF_HUB_OFFLINE"):
+        uploader(dataset, hub, sleep=waits.append).run()
+    assert waits == [] and hub.log == []
+
+
+def test_an_object_store_that_keeps_failing_is_retried_then_reported_with_its_cause(dataset, hub,
+                                                                                    monkeypatch):
+    import huggingface_hub.utils._http as client_http
+
+    monkeypatch.setattr(client_http.time, "sleep", lambda s: None)  # the client's own backoff
+    hub.fail("PUT", r"^/_lfs/", 503, times=None, retry_after=0)
+    waits: list[float] = []
+    with pytest.raises(UploadError) as e:
+        uploader(dataset, hub, retries=2, sleep=waits.append).run()
+    assert len(waits) == 2  # our retries, on top of the client's own for the transfer
+    assert "503" in str(e.value) and "\n" not in str(e.value) and TOKEN not in str(e.value)
+    assert hub.commits == []
