@@ -43,9 +43,10 @@ def _tasks(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     try:
         manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{root} has no readable manifest.json ({e})") from None
-    records = read_records(root, [s["path"] for s in manifest["shards"]])
+        shards = [s["path"] for s in manifest["shards"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{root} has no readable manifest.json ({type(e).__name__}: {e})") from None
+    records = read_records(root, shards)
     counts = count_tasks(records)
     for name, n in counts.items():
         print(f"{name:12s} {n}")
@@ -137,7 +138,40 @@ def _trainer(fn_name: str):
     return call
 
 
-def parser() -> argparse.ArgumentParser:
+MODEL_COMMANDS = {
+    "generate": "draw images with a Janus model, thinking between bands",
+    "train": "train a TwiG model on a dataset: sft, then grpo",
+    "eval": "draw T2I-CompBench val prompts and score them by category",
+    "tokenize": "cache a dataset's images as VQ tokens for training",
+}
+
+
+def _add_model_command(name: str, sp: argparse.ArgumentParser) -> None:
+    if name == "generate":
+        from generator.cli import add_arguments
+
+        add_arguments(sp)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging")
+        sp.set_defaults(fn=_generate)
+    elif name == "eval":
+        from trainer.evaluate import add_arguments as add_eval_arguments
+
+        add_eval_arguments(sp)
+        sp.set_defaults(fn=_trainer("eval"))
+    else:
+        from trainer.cli import add_tokenize_arguments, add_train_arguments
+
+        (add_train_arguments if name == "train" else add_tokenize_arguments)(sp)
+        sp.set_defaults(fn=_trainer(name))
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twig", description="Build, check and use TwiG datasets.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,25 +224,12 @@ def parser() -> argparse.ArgumentParser:
                    help="auto (default): Xet storage where the endpoint offers it, else Git LFS")
     u.set_defaults(fn=_upload)
 
-    g = sub.add_parser("generate", help="draw images with a Janus model, thinking between bands")
-    from generator.cli import add_arguments
-
-    add_arguments(g)
-    g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    g.set_defaults(fn=_generate)
-
-    from trainer.cli import add_tokenize_arguments, add_train_arguments
-    from trainer.evaluate import add_arguments as add_eval_arguments
-
-    tr = sub.add_parser("train", help="train a TwiG model on a dataset: sft, then grpo")
-    add_train_arguments(tr)
-    tr.set_defaults(fn=_trainer("train"))
-    ev = sub.add_parser("eval", help="draw T2I-CompBench val prompts and score them by category")
-    add_eval_arguments(ev)
-    ev.set_defaults(fn=_trainer("eval"))
-    tk = sub.add_parser("tokenize", help="cache a dataset's images as VQ tokens for training")
-    add_tokenize_arguments(tk)
-    tk.set_defaults(fn=_trainer("tokenize"))
+    # The model commands' options live with torch-importing modules: they are added only when
+    # that command is the one being run, so the data commands start in a fraction of a second.
+    for name, help_ in MODEL_COMMANDS.items():
+        sp = sub.add_parser(name, help=help_)
+        if name == command:
+            _add_model_command(name, sp)
 
     s = sub.add_parser("schema", help="print the twig/v1 JSON Schema")
     s.add_argument("--out")
@@ -217,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="twig: %(message)s", stream=sys.stderr)
     try:

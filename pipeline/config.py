@@ -34,12 +34,12 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
     kind: Literal["synthetic", "folder", "webdataset", "prompts"] = "synthetic"
-    count: int = Field(1500, ge=1, description="synthetic: how many scenes to draw")
+    count: int = Field(1500, ge=1, le=10_000_000, description="synthetic: how many scenes to draw")
     defect_rate: float = Field(0.25, ge=0.0, le=1.0, description="synthetic: share with one defect")
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
     path: str | None = Field(None, description="folder: the image folder (searched recursively)")
@@ -201,6 +201,9 @@ class PipelineConfig(_Section):
             if self.segment.mode != "uniform":
                 raise ValueError("the prompt-first recipe fixes the bands before the image is drawn: "
                                  "segment.mode must be uniform")
+            if self.until in ("segment", "guide", "draw"):
+                raise ValueError(f"until={self.until!r}: a prompt-first record has no image before "
+                                 "prepare (after draw); stop at prepare or a later stage")
         for role in self.teacher_roles():
             name = self.teacher.endpoint_of(role)
             if name not in self.endpoints:
@@ -264,11 +267,19 @@ class PipelineConfig(_Section):
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except yaml.YAMLError as e:  # one line: where, and what the parser expected
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ def open_checked(raw: bytes, *, max_pixels: int, min_side: int, max_aspect: floa
         raise Reject("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow on corrupt metadata: not ours
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(raw))
             w, h = img.size
@@ -36,12 +37,41 @@ def open_checked(raw: bytes, *, max_pixels: int, min_side: int, max_aspect: floa
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise Reject(f"decompression bomb refused: {e}") from None
     except UnidentifiedImageError:
-        raise Reject("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise Reject(f"not an image ({sniff(raw)})") from None
+    except ValueError as e:
+        if "Decompressed data too large" in str(e):  # Pillow's guard on PNG text/ICC chunks
+            raise Reject("metadata block too large (a PNG text or ICC chunk decompresses past "
+                         "Pillow's safety limit): possible decompression bomb") from None
         raise Reject(f"cannot decode image: {e}") from None
-    with contextlib.suppress(Exception):  # a broken EXIF block should not lose a good image
-        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, EOFError) as e:
+        raise Reject(f"cannot decode image: {e}") from None
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        img = ImageOps.exif_transpose(img)  # a broken EXIF block should not lose a good image
     return to_rgb(img)
+
+
+def sniff(raw: bytes) -> str:
+    """What a file that is no image Pillow reads seems to be, for the reject reason."""
+    head = raw[:1024].lstrip().lower()
+    if raw.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if raw.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    if raw.startswith(b"%PDF"):
+        return "a PDF document"
+    if b"<svg" in raw[:4096].lower():
+        return "an SVG vector drawing; rasterise it to PNG first"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    if raw[4:8] == b"ftyp" and raw[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1"):
+        return "a HEIC/HEIF image, which this build cannot decode; convert it to JPEG or PNG"
+    try:
+        raw[:4096].decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < 4092:  # not just a character cut at the end of the sample
+            return "unrecognised format"
+    return "a text file"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -46,6 +46,11 @@ def validate_dataset(root: Path, check_images: bool = True) -> Report:
     except ValueError as e:
         rep.problems.append(f"manifest.json is not valid JSON: {e}")
         return rep
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) or not all(
+            isinstance(s, dict) and {"path", "bytes", "sha256", "split", "records"} <= set(s)
+            for s in manifest["shards"]):
+        rep.problems.append("manifest.json is not a twig-forge manifest (no valid shard list)")
+        return rep
     if manifest.get("schema") != "twig/v1":
         rep.problems.append(f"unsupported schema version {manifest.get('schema')!r}")
         return rep

@@ -51,7 +51,8 @@ def read_manifest(root: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: unreadable manifest ({_one_line(e)})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) or not all(
+            isinstance(s, dict) and isinstance(s.get("path"), str) for s in manifest["shards"]):
         raise ReportError(f"{path}: not a twig-forge manifest (no shard list)")
     return manifest
 

@@ -130,6 +130,25 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
+def _no_answer(e: Exception, timeout_s: float) -> str:
+    """Why a request got no answer: a timeout, or the connection failing (reset, cut short).
+    openai's aiohttp transport reports every aiohttp connection error as a timeout (it maps
+    `ClientConnectionError` to `httpx.ConnectTimeout`), so the cause chain decides."""
+    import aiohttp
+    import openai
+
+    causes: list[BaseException] = []
+    x = e.__cause__
+    while x is not None and len(causes) < 10:
+        causes.append(x)
+        x = x.__cause__ or x.__context__
+    lost = [c for c in causes if isinstance(c, (OSError, aiohttp.ClientConnectionError))]
+    timed_out = any(isinstance(c, TimeoutError) for c in causes)
+    if timed_out or (not lost and isinstance(e, openai.APITimeoutError)):
+        return f"timed out after {timeout_s:g}s"
+    return f"connection error ({type((lost or causes or [e])[-1]).__name__})"
+
+
 def _error_message(body: Any, fallback: str) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -151,7 +170,8 @@ class EndpointClient:
                              ep.tokens_per_minute * share if ep.tokens_per_minute else None)
         self.mode = ep.structured_output
         self._client = None
-        self._key = os.environ.get(ep.api_key_env) or ""
+        self._key = (os.environ.get(ep.api_key_env) or "").strip()  # not a pasted newline
+        self._unanswered = 0  # requests in a row that gave up with no answer at all
 
     @property
     def base_url(self) -> str | None:
@@ -162,6 +182,11 @@ class EndpointClient:
             raise FatalTeacherError(
                 f"endpoint {self.name!r}: no API key: set ${self.ep.api_key_env} "
                 "(or point base_url / $OPENAI_BASE_URL at a server that needs none)")
+        if self._key and not re.fullmatch(r"[\x21-\x7e]+", self._key):  # never echo the key
+            raise FatalTeacherError(
+                f"endpoint {self.name!r}: ${self.ep.api_key_env} holds characters an HTTP header "
+                "cannot carry (spaces, control or non-ASCII characters): check that the key was "
+                "copied whole and alone")
 
     def _openai(self):
         if self._client is None:
@@ -195,6 +220,7 @@ class EndpointClient:
         import openai
 
         ep, last = self.ep, "no attempt"
+        answered = False
         for attempt in range(ep.max_retries + 1):
             wait = None
             async with self.limits.slot(est_tokens):
@@ -207,13 +233,14 @@ class EndpointClient:
                     used = data.get("usage") or {}
                     actual = int(used.get("total_tokens") or 0)
                     self.limits.settle(est_tokens, actual or est_tokens)
+                    self._unanswered = 0
                     return {"status": 200, "body": data}
-                except openai.APITimeoutError:
-                    last = f"timed out after {ep.timeout_s:g}s"
-                except openai.APIConnectionError as e:
-                    last = f"connection error ({type(e.__cause__ or e).__name__})"
+                except openai.APIConnectionError as e:  # APITimeoutError included
+                    last = _no_answer(e, ep.timeout_s)
                 except openai.APIStatusError as e:
                     status = e.status_code
+                    answered = True
+                    self._unanswered = 0
                     msg = redact(_error_message(e.body, e.response.reason_phrase or ""), [self._key])[:300]
                     if status in (401, 403):
                         raise FatalTeacherError(
@@ -231,11 +258,19 @@ class EndpointClient:
                         self.limits.cool_down(wait if wait is not None else self._backoff(attempt))
                 except ValueError as e:
                     last = f"unreadable response body ({e})"
+                    answered = True
             self.counters["errors"] += 1
             if attempt < ep.max_retries:
                 self.counters["retries"] += 1
                 delay = self._backoff(attempt)
                 await asyncio.sleep(max(delay, wait or 0.0))
+        if not answered:
+            self._unanswered += 1
+            if ep.unreachable_after and self._unanswered >= ep.unreachable_after:
+                raise FatalTeacherError(
+                    f"endpoint {self.name!r} ({self.base_url or 'api.openai.com'}) is unreachable: "
+                    f"{self._unanswered} requests in a row got no answer ({last}); the samples "
+                    "finished so far are kept, run again once it is back") from None
         raise TeacherError(f"gave up after {ep.max_retries + 1} attempts: {last}")
 
     def _backoff(self, attempt: int) -> float:

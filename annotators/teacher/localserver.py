@@ -15,7 +15,22 @@ injects a fault:
   length      a truncated answer with finish_reason "length"
   refusal     a refusal (message.refusal set, content null)
 
-`GET /_stats` returns request counts. Run it: `python -m annotators.teacher.localserver --port 8000`.
+Seeded rate-based faults (`--fault-rate 0.3 --fault-kinds 429,500,hang,malformed,length,refusal,reset
+--fault-seed 7`) hit any request, marker or not: each attempt of a request draws from a hash of
+(seed, request body, attempt number), so the same run gets the same faults and a retry can succeed.
+
+  429         HTTP 429 with Retry-After (and retry-after-ms, as OpenAI sends) of --retry-after-s
+  500         HTTP 500
+  hang        no answer for --hang-s seconds (past the client's timeout)
+  malformed   chat: content that is not JSON, or JSON that breaks the schema, or an HTTP body
+              that is not JSON at all; images: a body that is not JSON
+  length      chat: half the content with finish_reason "length"; images: the PNG cut in half
+  refusal     chat: message.refusal set, content null; images: HTTP 400 content_policy_violation
+  reset       the TCP connection closed (RST) before the response, or halfway through its body
+
+`GET /_stats` returns request counts, `injected_<kind>` for rate-based faults, `bodies` (distinct
+request bodies) and `max_attempts` (the most times one identical body arrived). Run it:
+`python -m annotators.teacher.localserver --port 8000`.
 """
 
 from __future__ import annotations
@@ -27,7 +42,10 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import re
+import socket
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -40,6 +58,15 @@ from PIL import Image, ImageDraw
 _FAULT = re.compile(r"fault:([a-z0-9]+)")
 _WORDS = ["soft", "bright", "muted", "textured", "smooth", "weathered", "glossy", "pale", "deep"]
 _DATA_URL = re.compile(r"^data:image/(jpeg|png|webp|gif);base64,(.*)$", re.S)
+RATE_KINDS = ("429", "500", "hang", "malformed", "length", "refusal", "reset")
+
+
+class Reset(Exception):
+    """Drop the connection instead of answering (after `partial` bytes of the body, if given)."""
+
+    def __init__(self, partial: bytes | None = None) -> None:
+        super().__init__("connection reset")
+        self.partial = partial
 
 
 class ApiError(Exception):
@@ -98,10 +125,18 @@ def _check_strict(schema: Any, where: str = "schema") -> None:
 
 class LocalServer:
     def __init__(self, latency: float = 0.0, api_key: str | None = None, json_schema: bool = True,
-                 max_image_side: int = 4096, hang_s: float = 3600.0) -> None:
+                 max_image_side: int = 4096, hang_s: float = 3600.0, fault_rate: float = 0.0,
+                 fault_kinds: tuple[str, ...] = RATE_KINDS, fault_seed: int = 0,
+                 retry_after_s: float = 1.0) -> None:
         self.latency, self.api_key, self.json_schema = latency, api_key, json_schema
         self.max_image_side, self.hang_s = max_image_side, hang_s
+        unknown = set(fault_kinds) - set(RATE_KINDS)
+        if unknown or not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault kinds must be among {RATE_KINDS} and the rate in [0, 1]")
+        self.fault_rate, self.fault_kinds, self.fault_seed = fault_rate, tuple(fault_kinds), fault_seed
+        self.retry_after_s = retry_after_s
         self.attempts: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()  # every request body -> times it arrived
         self.stats: Counter[str] = Counter()
 
     def app(self) -> web.Application:
@@ -112,10 +147,11 @@ class LocalServer:
         return app
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats))
+        return web.json_response({**self.stats, "bodies": len(self.sent),
+                                  "max_attempts": max(self.sent.values(), default=0)})
 
     def _wrap(self, handler):
-        async def run(request: web.Request) -> web.Response:
+        async def run(request: web.Request) -> web.StreamResponse:
             self.stats["requests"] += 1
             try:
                 self._auth(request)
@@ -131,7 +167,40 @@ class LocalServer:
                 return web.json_response(
                     {"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}},
                     status=e.status, headers=e.headers)
+            except Reset as e:
+                return await _reset(request, e.partial)
         return run
+
+    def _draw_fault(self, body: dict) -> tuple[str | None, int]:
+        """The rate-based fault for this attempt of this request body, if any, and which variant
+        of it (0-2): a hash of (seed, body, attempt number), so a run gets the same faults."""
+        key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        self.sent[key] += 1
+        if self.fault_rate <= 0 or not self.fault_kinds:
+            return None, 0
+        n = self.sent[key]
+        if _h("rate", self.fault_seed, key, n) / 2**64 >= self.fault_rate:
+            return None, 0
+        kind = self.fault_kinds[_h("kind", self.fault_seed, key, n) % len(self.fault_kinds)]
+        return kind, _h("variant", self.fault_seed, key, n) % 3
+
+    async def _transport_fault(self, kind: str | None, variant: int) -> None:
+        """Faults before any answer is made: 429, 500, hang, reset (a dropped connection; the
+        other half of resets cut the body short, see the handlers)."""
+        if kind in ("429", "500", "hang", "reset"):
+            self.stats[f"injected_{kind}"] += 1
+        if kind == "429":
+            s = self.retry_after_s
+            raise ApiError(429, f"Rate limit reached for requests. Please try again in {s:g}s.",
+                           "requests", "rate_limit_exceeded",
+                           headers={"Retry-After": str(max(1, math.ceil(s))),
+                                    "retry-after-ms": str(round(s * 1000))})
+        if kind == "500":
+            raise ApiError(500, "The server had an error while processing your request.", "server_error")
+        if kind == "hang":
+            await asyncio.sleep(self.hang_s)
+        if kind == "reset" and variant == 0:
+            raise Reset()
 
     def _auth(self, request: web.Request) -> None:
         if self.api_key is None:
@@ -222,6 +291,8 @@ class LocalServer:
                 schema = json.JSONDecoder().raw_decode(text.split("JSON Schema:", 1)[1].strip())[0]
         self.stats["chat"] += 1
         fault = await self._fault(body, text)
+        drawn, variant = self._draw_fault(body)
+        await self._transport_fault(drawn, variant)
         user = next((t for t in texts[::-1] if t), "")
         first_user = texts[1] if len(texts) > 1 else user
         seed = f"{first_user} #{seen}"  # the answer depends on the text and the images, as a model's does
@@ -231,14 +302,27 @@ class LocalServer:
             content = f"Here is the answer:\n```json\n{json.dumps(value, indent=2)}\n```"
         finish, refusal = "stop", None
         repairing = any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+        if drawn in ("malformed", "length", "refusal"):
+            self.stats[f"injected_{drawn}"] += 1
+            fault = drawn
+            if drawn == "malformed" and variant == 1:
+                fault = "schema"
+            elif drawn == "malformed" and variant == 2:  # the HTTP body itself is not JSON
+                return web.Response(text="<html><body>502 Bad Gateway</body></html>",
+                                    content_type="application/json")
         if fault == "malformed" or (fault == "malformed1" and not repairing):
             content = "Sure! {'guide': the image shows, }"
+        elif fault == "schema":  # JSON, but not the object the schema asks for
+            content = json.dumps({"note": "here is my answer", "value": [1, 2, 3]})
         elif fault == "length":
             content, finish = content[: len(content) // 2], "length"
         elif fault == "refusal":
             content, refusal = None, "I'm sorry, but I can't help with that request."
         pt = sum(len(t) for t in texts) // 4 + 85 * n_images
         ct = len(content or refusal or "") // 4
+        if drawn == "reset":  # headers and half the body, then the connection drops
+            raise Reset(json.dumps({"id": "chatcmpl-cut", "choices": [{"message": {
+                "content": content}}]}).encode()[:60])
         return web.json_response({
             "id": f"chatcmpl-{_h(body.get('model'), text) % 10**12}", "object": "chat.completion",
             "created": 1700000000, "model": body["model"], "system_fingerprint": "twig-local",
@@ -259,8 +343,21 @@ class LocalServer:
             raise ApiError(400, "This server returns images as b64_json only.")
         self.stats["images"] += 1
         await self._fault(body, prompt)
+        drawn, variant = self._draw_fault(body)
+        await self._transport_fault(drawn, variant)
         w, h = int(m.group(1)), int(m.group(2))
         png = draw_bands(prompt, w, h)
+        if drawn in ("malformed", "length", "refusal"):
+            self.stats[f"injected_{drawn}"] += 1
+        if drawn == "malformed":
+            return web.Response(text="upstream error", content_type="application/json")
+        if drawn == "length":
+            png = png[: len(png) // 2]
+        if drawn == "refusal":
+            raise ApiError(400, "Your request was rejected as a result of our safety system.",
+                           code="content_policy_violation")
+        if drawn == "reset":
+            raise Reset(b'{"created": 1700000000, "data": [{"b64_json": "iVBORw0KGgo')
         return web.json_response({
             "created": 1700000000, "data": [{"b64_json": base64.b64encode(png).decode()}],
             "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 272,
@@ -284,6 +381,25 @@ def draw_bands(prompt: str, w: int, h: int) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()
+
+
+async def _reset(request: web.Request, partial: bytes | None) -> web.StreamResponse:
+    """Drop the connection with a TCP RST: at once, or after the headers and `partial` bytes of a
+    body that claims to be longer (a transfer cut short)."""
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    if partial is not None:
+        resp.content_length = len(partial) * 4
+        await resp.prepare(request)
+        await resp.write(partial)
+        await asyncio.sleep(0.01)
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    raise asyncio.CancelledError  # nothing more is sent on this connection
 
 
 async def serve(server: LocalServer, host: str, port: int) -> None:
@@ -320,8 +436,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-json-schema", action="store_true", help="refuse json_schema output")
     p.add_argument("--max-image-side", type=int, default=4096)
     p.add_argument("--hang-s", type=float, default=3600.0)
+    p.add_argument("--fault-rate", type=float, default=0.0,
+                   help="share of request attempts that get a fault (seeded, see --fault-kinds)")
+    p.add_argument("--fault-kinds", default=",".join(RATE_KINDS),
+                   help=f"comma-separated kinds among {','.join(RATE_KINDS)}")
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429s")
     a = p.parse_args(argv)
-    server = LocalServer(a.latency, a.api_key, not a.no_json_schema, a.max_image_side, a.hang_s)
+    kinds = tuple(k for k in a.fault_kinds.split(",") if k)
+    if set(kinds) - set(RATE_KINDS) or not 0.0 <= a.fault_rate <= 1.0:
+        p.error(f"--fault-kinds must be among {','.join(RATE_KINDS)} and --fault-rate in [0, 1]")
+    server = LocalServer(a.latency, a.api_key, not a.no_json_schema, a.max_image_side, a.hang_s,
+                         a.fault_rate, kinds, a.fault_seed, a.retry_after_s)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(server, a.host, a.port))
 

@@ -7,13 +7,14 @@ output (model, generation parameters), so they belong to the dataset's config di
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Endpoint(_Settings):
@@ -26,12 +27,30 @@ class Endpoint(_Settings):
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="per request")
     max_retries: int = Field(4, ge=0, description="retries after the first attempt")
+    unreachable_after: int = Field(
+        10, ge=0, description="stop the run (finished work kept) when this many requests in a row "
+        "gave up without any answer from the endpoint (connection refused/reset, timeouts); 0: never")
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     structured_output: Literal["json_schema", "json_object", "text"] = "json_schema"
     fallback: Literal["json_object", "text", "none"] = Field(
         "json_object", description="used when the endpoint refuses json_schema (HTTP 400/422)")
     max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:8000/v1")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):  # the value itself is never echoed
+            raise ValueError("must be the name of an environment variable (e.g. OPENAI_API_KEY) "
+                             "that holds the key, never the key itself")
+        return v
 
 
 class ChatRole(_Settings):

@@ -10,7 +10,9 @@ from pipeline.sources.base import Source, stable_key
 from pipeline.sources.sidecar import parse_sidecar
 from schemas import Source as SourceInfo
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# .svg is listed so that a vector file becomes a reject that says so, not a silent skip; an
+# animated GIF, PNG or WebP gives its first frame.
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".svg"}
 
 
 class FolderSource(Source):

@@ -1,9 +1,15 @@
 """Prompt lists (prompt-first recipe): text files with one prompt per line, e.g. T2I-CompBench's
-`color_train.txt`. The category is the file name without its `_train`/`_val` suffix."""
+`color_train.txt`. The category is the file name without its `_train`/`_val` suffix.
+
+Files are UTF-8 (a byte-order mark is dropped); a file that is not is a config error naming the
+byte. Lines end at `\n`, `\r\n` or `\r` only (so `file:N` in a record's uri is the line an editor
+shows), blank lines are skipped, whitespace runs become one space, and a prompt that is too long
+or holds control characters (NUL and the like) is a reject with its reason."""
 
 from __future__ import annotations
 
 import glob
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +17,9 @@ from pipeline.config import ConfigError
 from pipeline.record import Reject, Sample, WorkItem
 from pipeline.sources.base import Source, stable_key
 from schemas import Source as SourceInfo
+
+_LINES = re.compile(r"\r\n|\r|\n")  # not str.splitlines(): it also splits at \f, \x1c, U+2028...
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
 def category_of(path: Path) -> str:
@@ -38,7 +47,7 @@ class PromptsSource(Source):
         for path in self.files():
             category = category_of(path)
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = _LINES.split(path.read_bytes().decode("utf-8-sig"))
             except UnicodeDecodeError as e:
                 raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             seen: Counter[str] = Counter()
@@ -55,5 +64,7 @@ class PromptsSource(Source):
         category, prompt = item.ref
         if len(prompt) > self.config.filter.max_prompt_chars:
             raise Reject(f"prompt_too_long ({len(prompt)} > {self.config.filter.max_prompt_chars} chars)")
+        if bad := _CONTROL.search(prompt):
+            raise Reject(f"prompt has control characters ({bad.group()!r} at {bad.start()})")
         return Sample(key=item.key, split=item.split, category=category, prompt=prompt,
                       source=SourceInfo(kind="prompts", uri=item.uri, license=self.config.source.license))

@@ -14,6 +14,8 @@ class SyntheticSource(Source):
     def items(self) -> list[WorkItem]:
         seed = self.config.seed
         n = self.config.source.count
+        if self.config.limit is not None:  # a big count with a small limit lists only the limit
+            n = min(n, self.config.limit)
         return [self.item(stable_key("syn", f"{seed}:{i}"), f"synthetic://{seed}/{i}", i)
                 for i in range(n)]
 

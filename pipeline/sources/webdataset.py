@@ -1,12 +1,15 @@
 """Existing WebDataset tar shards (local paths or fsspec URLs) as input.
 
 Members are grouped into samples by the WebDataset convention (key = path up to the first dot of the
-file name). Only regular files are read; links, devices and unsafe names become rejects, and nothing
-is ever extracted to disk.
+file name). Only regular files are read, and only those a unit needs; links, devices, unsafe names,
+empty keys and members over `image.max_file_bytes` become rejects, and nothing is ever extracted to
+disk. Odd characters in keys (spaces, `%`, newlines, any Unicode) are fine: a record's key is a
+hash of its tar and member key.
 """
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Iterator
 
@@ -20,12 +23,13 @@ from pipeline.sources.sidecar import parse_sidecar
 from schemas import Source as SourceInfo
 from sharding.reader import split_member_name
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# as the folder source: an animated GIF/PNG/WebP gives its first frame, an SVG is a reject
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "svg")
 TEXT_EXTS = ("json", "txt")
 
 
 def _unsafe(name: str) -> str | None:
-    if name.startswith("/") or name.startswith("\\"):
+    if name.startswith("/") or name.startswith("\\") or re.match(r"[A-Za-z]:[\\/]", name):
         return "absolute member path"
     if any(part == ".." for part in name.replace("\\", "/").split("/")):
         return "member path escapes the archive ('..')"
@@ -41,8 +45,11 @@ class WebDatasetSource(Source):
         if not self.urls:
             raise ConfigError("source.urls expands to no tar files")
 
-    def _members(self, url: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None, str | None]]:
-        """(member, its bytes or None, why it is skipped or None), streaming the tar once."""
+    def _members(self, url: str, wanted: set[str] | None = None
+                 ) -> Iterator[tuple[tarfile.TarInfo, bytes | None, str | None]]:
+        """(member, its bytes or None, why it is skipped or None), streaming the tar once; only
+        the members named in `wanted` are read (the rest are skipped over, not loaded)."""
+        limit = self.config.image.max_file_bytes
         try:
             with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for info in tar:
@@ -51,8 +58,12 @@ class WebDatasetSource(Source):
                     why = _unsafe(info.name)
                     if why is None and not info.isreg():
                         why = f"not a regular file ({'link' if info.issym() or info.islnk() else 'special'})"
-                    data = None if why else tar.extractfile(info).read()
-                    yield info, data, why
+                    if why is None and not split_member_name(info.name)[0].rpartition("/")[2]:
+                        why = "empty sample key (the file name starts with a dot)"
+                    if why is None and info.size > limit:
+                        why = f"file too large ({info.size} bytes > {limit})"
+                    read = why is None and wanted is not None and info.name in wanted
+                    yield info, tar.extractfile(info).read() if read else None, why
         except (OSError, tarfile.TarError, EOFError) as e:
             raise ConfigError(f"cannot read tar {url}: {e}") from None
 
@@ -86,8 +97,8 @@ class WebDatasetSource(Source):
             wanted.setdefault(url, set()).update([n for n in (image, *texts) if n])
         blobs: dict[tuple[str, str], bytes] = {}
         for url, names in wanted.items():
-            for info, data, _why in self._members(url):
-                if data is not None and info.name in names and (url, info.name) not in blobs:
+            for info, data, _why in self._members(url, names):
+                if data is not None and (url, info.name) not in blobs:
                     blobs[(url, info.name)] = data
         for it in items:
             url, image, texts, problems = it.ref
@@ -95,7 +106,7 @@ class WebDatasetSource(Source):
                 yield it, Reject("unsafe or malformed tar members: " + "; ".join(problems))
                 continue
             if image is None:
-                yield it, Reject("sample has no image member (.jpg/.jpeg/.png/.webp)")
+                yield it, Reject(f"sample has no image member ({'/'.join('.' + e for e in IMAGE_EXTS)})")
                 continue
             try:
                 meta: dict = {}
