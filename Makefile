@@ -12,7 +12,7 @@ IMAGE_MODEL ?=
 SOURCE ?=
 ARGS   ?=
 
-.PHONY: setup dataset test lint bench schema clean generate train eval upload
+.PHONY: setup dataset test lint bench schema clean generate train eval chaos upload
 
 # torch first from the local CPU wheel, then everything else with torch held at that version
 # (without the constraint pip would fetch gigabytes of CUDA wheels).
@@ -80,6 +80,12 @@ test: setup test-browser
 
 lint: setup
 	$(BIN)/ruff check .
+
+# make chaos: the reliability suite (tests/reliability) with many more trials (TWIG_CHAOS=1; 10-20
+# minutes), then its figures (outputs/reliability/figures.json) as docs/reliability.md shows them
+chaos: setup
+	TWIG_CHAOS=1 $(BIN)/python -m pytest -q tests/reliability; status=$$?; \
+	  $(BIN)/python -m tests.reliability.report; exit $$status
 
 bench: setup
 	$(BIN)/python bench/pipeline_throughput.py

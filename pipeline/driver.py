@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -38,13 +39,39 @@ def plan_for(config: PipelineConfig) -> list[Unit]:
     return make_plan(items, config.digest(), config.shard.max_records)
 
 
+class OutputError(RuntimeError):
+    """The output folder's disk refused a write (full, read-only, quota): the run stops; finished
+    units are kept and the same command resumes once there is room."""
+
+    fatal = True
+
+
+DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted"}
+
+
+def disk_error(e: OSError, out: Path) -> OutputError | None:
+    """A one-line error for a write the output's disk refused, or None for any other OSError."""
+    what = DISK_ERRORS.get(e.errno)
+    if what is None or (e.errno in (errno.EACCES, errno.EPERM) and e.filename is not None
+                        and not str(e.filename).startswith(str(out))):
+        return None
+    where = f" writing {e.filename}" if e.filename else f" under {out}"
+    return OutputError(f"{what}{where}")
+
+
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create output folder {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder {out} is not writable")
+    probe = out / f".write-test.tmp-{os.getpid()}"
+    try:  # os.access() says yes to root on a read-only mount's folders: try a real write
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {out} is not writable: {e.strerror}") from None
 
 
 def check_teacher(config: PipelineConfig) -> None:
@@ -77,8 +104,17 @@ def build(config: PipelineConfig) -> BuildResult:
     workers = f", {config.workers()} workers" if config.run.engine == "local" else ""
     log.info("%d inputs in %d units (%d already done); engine %s%s", total, len(units),
              len(units) - len(pending), config.run.engine, workers)
-    get_engine(config.run.engine)(runner, pending, config.workers(), config.run.progress)
-    manifest = finalize(runner, units)
+    try:
+        # an older manifest would vouch for shards this run rewrites: the folder is not a
+        # complete dataset again until finalize writes the new one
+        (out / "manifest.json").unlink(missing_ok=True)
+        get_engine(config.run.engine)(runner, pending, config.workers(), config.run.progress)
+        manifest = finalize(runner, units)
+    except OSError as e:
+        error = disk_error(e, out)
+        if error is None:
+            raise
+        raise error from None
     dt = time.perf_counter() - t0
     c = manifest["counts"]
     log.info("wrote %d trajectories (%d train, %d val), %d rejected, %d task instances to %s in %.1fs",

@@ -11,11 +11,12 @@ is written (last, atomically); a resumed run skips finished units and redoes the
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,62 @@ def marker_path(root: Path, unit_id: str) -> Path:
 
 def reject_row(key: str, uri: str, split: str, stage: str, reason: str) -> dict:
     return {"key": key, "uri": uri, "split": split, "stage": stage, "reason": reason}
+
+
+# The machine's fault, not the record's: such an error stops the run instead of rejecting records
+# one by one (a full disk would otherwise turn every remaining input into a reject).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE}
+
+
+class UnitTimeout(RuntimeError):
+    """A unit ran past `run.unit_timeout_s`: the run stops and says where the unit was stuck."""
+
+    fatal = True
+
+    def __init__(self, unit: str, seconds: float, where: str) -> None:
+        super().__init__(f"unit {unit} timed out after {seconds:g} s, stuck in {where} "
+                         "(run.unit_timeout_s; raise it if the work is only slow)")
+        self.unit, self.seconds, self.where = unit, seconds, where
+
+    def __reduce__(self):  # crosses process boundaries (a pool's worker, a Ray task)
+        return UnitTimeout, (self.unit, self.seconds, self.where)
+
+
+def steps(config: PipelineConfig) -> list[str]:
+    """Where a unit's records can be: reading the input, each stage, building the record, and
+    (the whole unit) being written."""
+    return ["read", *config.stages(), "record", "commit"]
+
+
+def describe_where(names: list[str], counts) -> str:
+    """'stage guide (2 records), stage draw (1 record)': where a unit's unfinished records are."""
+    busy = [(n, int(c)) for n, c in zip(names, counts, strict=True) if c > 0]
+    if not busy:
+        return "no stage (between stages)"
+    return ", ".join(f"stage {n} ({c} record{'' if c == 1 else 's'})" if n != "commit"
+                     else "commit (writing its shards)" for n, c in busy)
+
+
+class Where:
+    """How many of the current unit's records are in each step right now. `counts` may be shared
+    memory, so that an engine's driver can say where a worker's unit is stuck."""
+
+    def __init__(self, names: list[str], counts: MutableSequence[int] | None = None) -> None:
+        self.names, self.counts = names, counts if counts is not None else [0] * len(names)
+        self.index = {n: i for i, n in enumerate(names)}
+
+    def reset(self) -> None:
+        for i in range(len(self.names)):
+            self.counts[i] = 0
+
+    def move(self, old: str | None, new: str | None) -> None:
+        if old in self.index:  # (a stage of another name, e.g. a plug-in, is not tracked)
+            self.counts[self.index[old]] -= 1
+        if new in self.index:
+            self.counts[self.index[new]] += 1
+
+    def describe(self) -> str:
+        return describe_where(self.names, self.counts)
 
 
 @dataclass
@@ -74,6 +131,7 @@ class UnitRunner:
         self.stages: list = []
         self.teacher = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.where = Where(steps(config))
 
     def __getstate__(self) -> dict:  # engines pickle the runner before setup(); keep it that way
         return {"config": self.config, "root": self.root, "cwd": self.cwd}
@@ -153,10 +211,13 @@ class UnitRunner:
         if isinstance(got, Reject):
             return None, None, reject_row(item.key, item.uri, item.split, "read", got.reason), {}
         sample, stage = got, "read"
+        self.where.move(None, stage)
         try:
             for st in self.stages:
+                self.where.move(stage, st.name)
                 stage = st.name
                 sample = await st.acall(sample) if st.is_async else st(sample)
+            self.where.move(stage, "record")
             stage = "record"
             record = self._record(sample)
         except Reject as r:
@@ -166,11 +227,14 @@ class UnitRunner:
             return None, None, reject_row(item.key, item.uri, item.split, stage, f"schema: {msg}"), \
                 _spend(got)
         except Exception as e:  # a stage bug must not lose the rest of the unit
-            if getattr(e, "fatal", False):
+            if getattr(e, "fatal", False) or (isinstance(e, OSError)
+                                              and e.errno in ENVIRONMENT_ERRNOS):
                 raise
             log.warning("stage %s failed on %s: %s: %s", stage, item.uri, type(e).__name__, e)
             return None, None, reject_row(item.key, item.uri, item.split, stage,
                                           f"stage error: {type(e).__name__}: {e}"), _spend(got)
+        finally:
+            self.where.move(stage, None)
         row = {"__key__": record.key, "jpg": sample.jpeg, "json": dump_record(record)}
         kept = {"key": record.key, "uri": item.uri, "prompt": prompt_fingerprint(record.prompt),
                 "phash": sample.phash}
@@ -193,10 +257,16 @@ class UnitRunner:
                 seen.update(live)
                 tick(1, delta)
 
+        loading = iter(self.source.load_all(unit.items))
         try:
             async with asyncio.TaskGroup() as group:  # a fatal error cancels the rest
-                for i, (item, got) in enumerate(self.source.load_all(unit.items)):
+                for i in range(len(unit.items)):
                     await gate.acquire()
+                    self.where.move(None, "read")
+                    try:
+                        item, got = next(loading)
+                    finally:
+                        self.where.move("read", None)
                     group.create_task(one(i, item, got))
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
@@ -205,11 +275,31 @@ class UnitRunner:
                 await self.teacher.aclose()
         return results
 
+    async def _bounded(self, unit: Unit, tick: Callable | None) -> list:
+        """`_run_all` within `run.unit_timeout_s`: past it, the unit's work is cancelled and the
+        run stops with the stage the unit was stuck in. (A stage that blocks this event loop
+        cannot be interrupted here; the engines' watchdogs stop those.)"""
+        limit = self.config.run.unit_timeout_s
+        work = asyncio.ensure_future(self._run_all(unit, tick))
+        await asyncio.wait({work}, timeout=limit)
+        if work.done():  # (also when it ended just now, e.g. interrupted by an engine's watchdog)
+            return work.result()
+        where = self.where.describe()
+        work.cancel()
+        try:
+            await asyncio.wait_for(work, 10)
+        except UnitTimeout:  # an engine's watchdog got there first: its report says more
+            raise
+        except BaseException:
+            pass
+        raise UnitTimeout(unit.id, limit, where)
+
     def compute(self, unit: Unit, tick: Callable | None = None) -> UnitResult:
         """Run every stage over the unit's inputs; nothing is written to the output folder."""
         self.setup()
+        self.where.reset()
         start = dict(self.teacher.counters) if self.teacher else {}
-        results = self.loop.run_until_complete(self._run_all(unit, tick))
+        results = self.loop.run_until_complete(self._bounded(unit, tick))
         out = UnitResult(unit.id, unit.split, unit.digest, len(unit.items))
         for row, keep, reject, spend in results:
             if reject is not None:
@@ -240,7 +330,12 @@ class UnitRunner:
         return marker
 
     def run(self, unit: Unit, tick: Callable | None = None) -> dict:
-        return self.commit(self.compute(unit, tick))
+        result = self.compute(unit, tick)
+        self.where.move(None, "commit")
+        try:
+            return self.commit(result)
+        finally:
+            self.where.move("commit", None)
 
 
 SPEND_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "images", "cost")

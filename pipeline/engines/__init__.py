@@ -24,6 +24,12 @@ class EngineError(RuntimeError):
     fatal = True
 
 
+def grace_s(limit: float) -> float:
+    """How long past `run.unit_timeout_s` an engine's watchdog waits for a unit to stop by itself
+    (`UnitRunner.compute` gives up at the limit) before it stops the unit's worker."""
+    return min(60.0, max(2.0, 0.05 * limit))
+
+
 def get_engine(name: str) -> EngineFn:
     if name == "local":
         from pipeline.engines.local import run_local

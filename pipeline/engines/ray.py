@@ -23,10 +23,10 @@ from collections import Counter
 
 import ray
 
-from pipeline.engines import EngineError
+from pipeline.engines import EngineError, grace_s
 from pipeline.plan import Unit, largest_first
 from pipeline.progress import Bar
-from pipeline.runner import UnitResult, UnitRunner
+from pipeline.runner import UnitResult, UnitRunner, UnitTimeout
 
 log = logging.getLogger("twig")
 
@@ -92,6 +92,8 @@ def run_ray(runner: UnitRunner, units: list[Unit], workers: int, progress: bool)
     keys = ray.put({v: os.environ[v] for v in runner.key_variables() if v in os.environ})
     todo = largest_first(units)
     flying: dict[ray.ObjectRef, Unit] = {}
+    since: dict[ray.ObjectRef, float] = {}
+    limit = runner.config.run.unit_timeout_s
     markers: dict[str, dict] = {}
     nodes: Counter[str] = Counter()
     bar = Bar(sum(len(u.items) for u in units), progress)
@@ -99,8 +101,18 @@ def run_ray(runner: UnitRunner, units: list[Unit], workers: int, progress: bool)
         while todo or flying:
             while todo and len(flying) < slots:
                 unit = todo.pop(0)
-                flying[task.remote(token, ref, keys, unit)] = unit
-            done, _ = ray.wait(list(flying), num_returns=1)
+                pending = task.remote(token, ref, keys, unit)
+                flying[pending], since[pending] = unit, time.monotonic()
+            done, _ = ray.wait(list(flying), num_returns=1, timeout=1.0)
+            if not done:
+                # a task normally stops itself at the limit (UnitRunner.compute); one whose stage
+                # blocks its event loop is cancelled here (its start is taken as its submission:
+                # no more units are in flight than the cluster runs at once)
+                late = [r for r in flying if limit and time.monotonic() - since[r] > limit + grace_s(limit)]
+                if late:
+                    raise UnitTimeout(flying[late[0]].id, limit, "a Ray task that did not stop "
+                                      "by itself (stage unknown; its task is cancelled)")
+                continue
             unit = flying.pop(done[0])
             try:
                 node, pid, result = ray.get(done[0])
